@@ -1,0 +1,1 @@
+"""Go sources for `kfdeploy sim build` (package data, read with importlib.resources)."""
