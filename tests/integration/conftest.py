@@ -28,8 +28,14 @@ from kfdeploy.sim.nodes import GPU_RESOURCE, SimNode
 MAGNUM = "magnum.openstack.org"
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
 SESSION_NODES = [
-    SimNode(name="sim-cpu-0", labels={f"{MAGNUM}/nodegroup": "default-worker", f"{MAGNUM}/role": "worker"}),
-    SimNode(name="sim-cpu-1", labels={f"{MAGNUM}/nodegroup": "default-worker", f"{MAGNUM}/role": "worker"}),
+    SimNode(
+        name="sim-cpu-0",
+        labels={f"{MAGNUM}/nodegroup": "default-worker", f"{MAGNUM}/role": "worker"},
+    ),
+    SimNode(
+        name="sim-cpu-1",
+        labels={f"{MAGNUM}/nodegroup": "default-worker", f"{MAGNUM}/role": "worker"},
+    ),
     SimNode(
         name="sim-gpu-0",
         gpus=2,
@@ -47,7 +53,9 @@ def _in_ci() -> bool:
 def unavailable(reason: str) -> None:
     """Skip, or fail under CI=true where a missing control plane is a broken build."""
     if _in_ci():
-        pytest.fail(f"CI=true and the simulated control plane is unavailable: {reason}", pytrace=False)
+        pytest.fail(
+            f"CI=true and the simulated control plane is unavailable: {reason}", pytrace=False
+        )
     pytest.skip(reason)
 
 
@@ -82,7 +90,9 @@ def keep_logs(cluster: LocalCluster) -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def sim_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+def sim_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
     cluster = start_cluster(tmp_path_factory.mktemp("sim-session"), SESSION_NODES)
     yield cluster
     if request.session.testsfailed:
@@ -109,7 +119,10 @@ def wait_for(
         except k8s.ApiException as exc:
             last_error = exc
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+    pytest.fail(
+        f"timed out after {timeout}s waiting for {what}"
+        + (f" (last error: {last_error})" if last_error else "")
+    )
 
 
 @pytest.fixture
@@ -120,7 +133,11 @@ def namespace(api: k8s.ApiClient, request: pytest.FixtureRequest) -> Iterator[st
     name = "".join(c for c in name if c.isalnum() or c == "-")
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
     # Pods are refused until the service-account controller created `default`.
-    wait_for(f"ServiceAccount {name}/default", lambda: core.read_namespaced_service_account("default", name), 30)
+    wait_for(
+        f"ServiceAccount {name}/default",
+        lambda: core.read_namespaced_service_account("default", name),
+        30,
+    )
     yield name
     try:
         core.delete_namespace(name)
