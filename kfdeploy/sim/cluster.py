@@ -512,7 +512,6 @@ class LocalCluster:
                 f"--listen-peer-urls=http://127.0.0.1:{p['etcd_peer']}",
                 f"--initial-advertise-peer-urls=http://127.0.0.1:{p['etcd_peer']}",
                 f"--initial-cluster=sim=http://127.0.0.1:{p['etcd_peer']}",
-                "--listen-metrics-urls=",
                 "--unsafe-no-fsync",  # a throwaway test cluster: speed over durability on crash
                 "--log-level=warn",
             ]
