@@ -8,85 +8,16 @@ skipping. Component logs of a session with failures are kept and their path prin
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from kfdeploy.errors import KfdeployError
-from kfdeploy.sim import binaries
 from kfdeploy.sim.cluster import LocalCluster
-from kfdeploy.sim.nodes import GPU_RESOURCE, SimNode
-
-MAGNUM = "magnum.openstack.org"
-GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
-SESSION_NODES = [
-    SimNode(
-        name="sim-cpu-0",
-        labels={f"{MAGNUM}/nodegroup": "default-worker", f"{MAGNUM}/role": "worker"},
-    ),
-    SimNode(
-        name="sim-cpu-1",
-        labels={f"{MAGNUM}/nodegroup": "default-worker", f"{MAGNUM}/role": "worker"},
-    ),
-    SimNode(
-        name="sim-gpu-0",
-        gpus=2,
-        labels={f"{MAGNUM}/nodegroup": "gpu", f"{MAGNUM}/role": "worker"},
-        taints=(GPU_TAINT,),
-    ),
-]
-_kept_logs: list[Path] = []
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
-
-
-def unavailable(reason: str) -> None:
-    """Skip, or fail under CI=true where a missing control plane is a broken build."""
-    if _in_ci():
-        pytest.fail(
-            f"CI=true and the simulated control plane is unavailable: {reason}", pytrace=False
-        )
-    pytest.skip(reason)
-
-
-def require_binaries() -> binaries.Binaries:
-    try:
-        return binaries.require()
-    except KfdeployError as exc:
-        unavailable(f"{exc} ({exc.hint})" if exc.hint else str(exc))
-        raise  # unreachable: unavailable() raises
-
-
-def start_cluster(state_dir: Path, nodes: list[SimNode], name: str = "pytest-sim") -> LocalCluster:
-    require_binaries()
-    cluster = LocalCluster(state_dir, name=name)
-    try:
-        cluster.start(nodes, timeout=180)
-    except KfdeployError as exc:
-        keep_logs(cluster)
-        unavailable(f"simulated control plane failed to start: {exc}")
-    return cluster
-
-
-def keep_logs(cluster: LocalCluster) -> Path | None:
-    """Copy the component logs somewhere that outlives the session's cleanup."""
-    target_root = Path(os.environ.get("KFDEPLOY_SIM_LOG_DIR") or Path.cwd() / ".sim-test-logs")
-    target = target_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{cluster.name}"
-    if not cluster.log_dir.exists():
-        return None
-    shutil.copytree(cluster.log_dir, target, dirs_exist_ok=True)
-    _kept_logs.append(target)
-    return target
+from kfdeploy.sim.testing import SESSION_NODES, keep_logs, kept_logs, start_cluster, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -103,26 +34,6 @@ def sim_cluster(
 @pytest.fixture(scope="session")
 def api(sim_cluster: LocalCluster) -> k8s.ApiClient:
     return k8s_config.new_client_from_config(config_file=str(sim_cluster.kubeconfig_path))
-
-
-def wait_for(
-    what: str, check: Callable[[], Any], timeout: float = 60, interval: float = 0.5
-) -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except k8s.ApiException as exc:
-            last_error = exc
-        time.sleep(interval)
-    pytest.fail(
-        f"timed out after {timeout}s waiting for {what}"
-        + (f" (last error: {last_error})" if last_error else "")
-    )
 
 
 @pytest.fixture
@@ -147,5 +58,5 @@ def namespace(api: k8s.ApiClient, request: pytest.FixtureRequest) -> Iterator[st
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    for path in _kept_logs:
+    for path in kept_logs:
         terminalreporter.write_line(f"simulated control plane logs kept in {path}")

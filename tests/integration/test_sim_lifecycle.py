@@ -21,8 +21,7 @@ from kfdeploy.cli.sim import app
 from kfdeploy.sim.cluster import LocalCluster
 from kfdeploy.sim.nodes import SimNode
 from kfdeploy.sim.pki import make_csr
-
-from .conftest import keep_logs, require_binaries, unavailable, wait_for
+from kfdeploy.sim.testing import keep_logs, require_binaries, unavailable, wait_for
 
 pytestmark = pytest.mark.integration
 

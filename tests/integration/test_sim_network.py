@@ -13,8 +13,7 @@ from kubernetes import client as k8s
 
 from kfdeploy.sim import netns
 from kfdeploy.sim.cluster import LocalCluster
-
-from .conftest import wait_for
+from kfdeploy.sim.testing import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,7 @@ import pytest
 from kubernetes import client as k8s
 
 from kfdeploy.sim.cluster import LocalCluster
-
-from .conftest import GPU_TAINT, wait_for
+from kfdeploy.sim.testing import GPU_TAINT, wait_for
 
 pytestmark = pytest.mark.integration
 
