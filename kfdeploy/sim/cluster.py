@@ -516,6 +516,7 @@ class LocalCluster:
                 "--log-level=warn",
             ]
         )
+        front_proxy = pki.client("front-proxy-client", "front-proxy-client", front_proxy=True)
         progress("starting kube-apiserver")
         self.daemon("kube-apiserver").start(
             [
@@ -537,6 +538,15 @@ class LocalCluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--egress-selector-config-file={self.state_dir / 'egress-selector.yaml'}",
                 "--profiling=false",
+                # The aggregation layer's front proxy (kube-aggregator -> extension API servers);
+                # also lets controllers read a complete extension-apiserver-authentication map.
+                f"--requestheader-client-ca-file={pki.front_proxy_ca.cert_path}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={front_proxy.cert_path}",
+                f"--proxy-client-key-file={front_proxy.key_path}",
             ]
         )
         if state.mode == "netns":

@@ -70,6 +70,12 @@ class ClusterPKI:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.ca = KeyPair(directory / "ca.crt", directory / "ca.key")
+        # A separate CA for the aggregation layer's front proxy: a user whose CSR the cluster CA
+        # signs (any CN, as Magnum does) must not be able to pose as the front proxy and set
+        # X-Remote-User headers.
+        self.front_proxy_ca = KeyPair(
+            directory / "front-proxy-ca.crt", directory / "front-proxy-ca.key"
+        )
         self.serving = KeyPair(directory / "apiserver.crt", directory / "apiserver.key")
         self.sa_key = directory / "sa.key"
         self.sa_pub = directory / "sa.pub"
@@ -80,8 +86,12 @@ class ClusterPKI:
         """Create whatever is missing; never replaces existing material."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.directory.chmod(0o700)
-        if not (self.ca.cert_path.exists() and self.ca.key_path.exists()):
-            self._create_ca()
+        for ca, cn in (
+            (self.ca, "kfdeploy-sim-ca"),
+            (self.front_proxy_ca, "kfdeploy-sim-front-proxy-ca"),
+        ):
+            if not (ca.cert_path.exists() and ca.key_path.exists()):
+                self._create_ca(ca, cn)
         if not (self.serving.cert_path.exists() and self.serving.key_path.exists()):
             self._create_serving()
         if not (self.sa_key.exists() and self.sa_pub.exists()):
@@ -93,10 +103,10 @@ class ClusterPKI:
                 )
             )
 
-    def _create_ca(self) -> None:
+    def _create_ca(self, pair: KeyPair, common_name: str) -> None:
         key = _new_key()
         now = dt.datetime.now(dt.UTC)
-        name = _name("kfdeploy-sim-ca")
+        name = _name(common_name)
         cert = (
             x509.CertificateBuilder()
             .subject_name(name)
@@ -125,14 +135,17 @@ class ClusterPKI:
             )
             .sign(key, hashes.SHA256())
         )
-        _write_private(self.ca.key_path, _key_pem(key))
-        self.ca.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_private(pair.key_path, _key_pem(key))
+        pair.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
-    def _load_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        cert = x509.load_pem_x509_certificate(self.ca.cert_path.read_bytes())
-        key = serialization.load_pem_private_key(self.ca.key_path.read_bytes(), password=None)
+    def _load_ca(
+        self, pair: KeyPair | None = None
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        pair = pair or self.ca
+        cert = x509.load_pem_x509_certificate(pair.cert_path.read_bytes())
+        key = serialization.load_pem_private_key(pair.key_path.read_bytes(), password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise KfdeployError(f"{self.ca.key_path}: not an ECDSA key")
+            raise KfdeployError(f"{pair.key_path}: not an ECDSA key")
         return cert, key
 
     @property
@@ -149,8 +162,9 @@ class ClusterPKI:
         server: bool,
         days: int,
         sans: list[x509.GeneralName] | None = None,
+        ca: KeyPair | None = None,
     ) -> x509.Certificate:
-        ca_cert, ca_key = self._load_ca()
+        ca_cert, ca_key = self._load_ca(ca)
         now = dt.datetime.now(dt.UTC)
         builder = (
             x509.CertificateBuilder()
@@ -211,14 +225,25 @@ class ClusterPKI:
         _write_private(self.serving.key_path, _key_pem(key))
         self.serving.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
-    def client(self, stem: str, common_name: str, organizations: tuple[str, ...] = ()) -> KeyPair:
+    def client(
+        self,
+        stem: str,
+        common_name: str,
+        organizations: tuple[str, ...] = (),
+        *,
+        front_proxy: bool = False,
+    ) -> KeyPair:
         """Return (creating once) a client certificate `stem.crt`/`stem.key` for a user."""
         pair = KeyPair(self.directory / f"{stem}.crt", self.directory / f"{stem}.key")
         if pair.cert_path.exists() and pair.key_path.exists():
             return pair
         key = _new_key()
         cert = self._sign(
-            _name(common_name, organizations), key.public_key(), server=False, days=_LEAF_DAYS
+            _name(common_name, organizations),
+            key.public_key(),
+            server=False,
+            days=_LEAF_DAYS,
+            ca=self.front_proxy_ca if front_proxy else None,
         )
         _write_private(pair.key_path, _key_pem(key))
         pair.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
