@@ -91,11 +91,13 @@ def _setup_file_log() -> Path | None:
         d = log_dir()
         d.mkdir(parents=True, exist_ok=True)
         path = d / "kfdeploy.log"
+        root = logging.getLogger()
+        if any(getattr(h, "baseFilename", None) == str(path) for h in root.handlers):
+            return path  # main() called again in the same process (tests)
         handler = RotatingFileHandler(path, maxBytes=5_000_000, backupCount=3, encoding="utf-8")
         handler.setLevel(logging.DEBUG)
         handler.addFilter(SecretRedactor())
         handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger()
         root.setLevel(logging.DEBUG)
         root.addHandler(handler)
         for noisy in ("urllib3", "keystoneauth", "stevedore", "openstack.config", "kubernetes.client.rest"):

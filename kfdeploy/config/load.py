@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from kfdeploy.config.model import Environment
+from kfdeploy.config.model import NAME_RE, Environment
 from kfdeploy.errors import ConfigError
 
 Position = tuple[str, int]  # (file, line)
@@ -164,14 +164,48 @@ def load_environment(name_or_path: str, env_dir: Path | None = None) -> LoadedEn
         env = Environment.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, path, positions) from None
+    _check_against_pin(env, path, positions)
     return LoadedEnvironment(env=env, path=path, files=files)
+
+
+def _check_against_pin(
+    env: Environment, path: Path, positions: dict[tuple[str | int, ...], Position]
+) -> None:
+    """The release must be pinned and the components must be the release's (caught at load time,
+    so the error points into the environment file rather than surfacing mid-render)."""
+    from kfdeploy.render.release import load_pin  # the pin is a small YAML file; no render here
+
+    def where(*key: str | int) -> dict[str, Any]:
+        for depth in range(len(key), -1, -1):
+            if key[:depth] in positions:
+                f, line = positions[key[:depth]]
+                return {"file": f, "line": line}
+        return {"file": str(path)}
+
+    try:
+        pin = load_pin(env.kubeflow.release)
+    except ConfigError as exc:
+        if exc.key != "kubeflow.release":
+            raise
+        raise ConfigError(exc.message, key="kubeflow.release", **where("kubeflow", "release")) from None
+    names = [c.name for c in pin.components]
+    wanted = [] if env.kubeflow.components == "all" else env.kubeflow.components
+    for field, values in (("components", wanted), ("exclude", env.kubeflow.exclude)):
+        for i, comp in enumerate(values):
+            if comp not in names:
+                raise ConfigError(
+                    f"unknown component {comp!r} in release {pin.release}; expected one of {', '.join(names)}",
+                    key=f"kubeflow.{field}", **where("kubeflow", field, i),
+                )
 
 
 def _config_error(
     exc: ValidationError, path: Path, positions: dict[tuple[str | int, ...], Position]
 ) -> ConfigError:
     """The first validation error as one line: file:line: key: what was expected."""
-    err = exc.errors()[0]
+    # A misspelled key usually explains the "missing" error beside it, so it is reported first.
+    errs = sorted(exc.errors(), key=lambda e: 0 if e["type"] == "extra_forbidden" else 1)
+    err = errs[0]
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "str", "list["))))
     # pydantic adds the union member name (e.g. 'literal['all']') to locations of union fields
     loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
@@ -187,6 +221,8 @@ def _config_error(
         msg = "unknown key; check its spelling (`kfdeploy schema` lists every key)"
     elif kind == "missing":
         msg = "required key is missing"
+    elif kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME_RE:
+        msg = f"expected a name of lowercase letters, digits and '-' (got {err['input']!r})"
     elif msg.startswith("Value error, "):
         msg = msg.removeprefix("Value error, ")
     else:

@@ -131,7 +131,7 @@ class Overlays(Strict):
     gpu: GpuOverlay | None = None
     production_sizing: ProductionSizingOverlay | None = Field(None, alias="production-sizing")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     def enabled(self) -> list[str]:
         """Names of enabled overlays, in the order they are applied."""
