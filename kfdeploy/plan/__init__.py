@@ -1,0 +1,1 @@
+"""Pure planning: apply phases, prune sets and diffs. Never imports `kubernetes`."""
