@@ -15,9 +15,13 @@ from pathlib import Path
 
 _PATTERNS = [
     # HTTP headers and JSON/YAML fields that carry credentials
-    re.compile(r"(?i)(x-auth-token|x-subject-token|authorization)(['\"]?\s*[:=]\s*['\"]?)(bearer\s+)?[^\s'\",}]+"),
-    re.compile(r"(?i)(\"?(?:password|secret|client[-_]secret|cookie[-_]secret|token|private[-_]key)\"?\s*[:=]\s*)"
-               r"(\"[^\"]*\"|'[^']*'|[^\s,}]+)"),
+    re.compile(
+        r"(?i)(x-auth-token|x-subject-token|authorization)(['\"]?\s*[:=]\s*['\"]?)(bearer\s+)?[^\s'\",}]+"
+    ),
+    re.compile(
+        r"(?i)(\"?(?:password|secret|client[-_]secret|cookie[-_]secret|token|private[-_]key)\"?\s*[:=]\s*)"
+        r"(\"[^\"]*\"|'[^']*'|[^\s,}]+)"
+    ),
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
 ]
 
@@ -48,8 +52,10 @@ class SecretRedactor(logging.Filter):
         for v in values:
             text = text.replace(v, "***")
         for pat in _PATTERNS:
-            if pat.groups >= 2:
-                text = pat.sub(lambda m: m.group(1) + (m.group(2) if pat.groups >= 3 else "") + "***", text)
+            if pat.groups >= 3:
+                text = pat.sub(lambda m: m.group(1) + m.group(2) + "***", text)
+            elif pat.groups == 2:
+                text = pat.sub(lambda m: m.group(1) + "***", text)
             else:
                 text = pat.sub("***PRIVATE KEY***", text)
         return text

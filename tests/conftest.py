@@ -24,5 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def manifests_dir() -> Path:
     path = Path(os.environ["KFDEPLOY_MANIFESTS"])
     if not (path / "26.03").is_dir():
-        pytest.fail(f"Kubeflow manifests not found at {path} (set KFDEPLOY_MANIFESTS)", pytrace=False)
+        pytest.fail(
+            f"Kubeflow manifests not found at {path} (set KFDEPLOY_MANIFESTS)", pytrace=False
+        )
     return path

@@ -72,9 +72,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail to stderr too.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log debug detail to stderr too.")
+    ] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     if verbose:
@@ -97,10 +102,18 @@ def _setup_file_log() -> Path | None:
         handler = RotatingFileHandler(path, maxBytes=5_000_000, backupCount=3, encoding="utf-8")
         handler.setLevel(logging.DEBUG)
         handler.addFilter(SecretRedactor())
-        handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+        )
         root.setLevel(logging.DEBUG)
         root.addHandler(handler)
-        for noisy in ("urllib3", "keystoneauth", "stevedore", "openstack.config", "kubernetes.client.rest"):
+        for noisy in (
+            "urllib3",
+            "keystoneauth",
+            "stevedore",
+            "openstack.config",
+            "kubernetes.client.rest",
+        ):
             logging.getLogger(noisy).setLevel(logging.INFO)
         return path
     except OSError:
@@ -112,33 +125,20 @@ def main() -> None:
     log_file = _setup_file_log()
     logging.getLogger("kfdeploy").debug("argv: %s", sys.argv)
     try:
-        app(standalone_mode=False)
+        # Standalone mode: typer reports usage errors itself (exit 2) and turns Ctrl-C into an
+        # abort; what reaches us is kfdeploy's own errors and genuine crashes.
+        app()
     except KfdeployError as exc:
         logging.getLogger("kfdeploy").debug("error", exc_info=True)
         _print_error(exc.message, exc.hint)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        _print_error("aborted", None)
-        sys.exit(130)
     except KeyboardInterrupt:
         _print_error("interrupted", None)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are presented
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(2 if isinstance(exc, click.exceptions.UsageError) else exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
+    except Exception as exc:  # the one place unexpected errors are presented
         crash = _write_crash(exc, log_file)
-        _print_error(
-            f"unexpected error ({type(exc).__name__}); this is a bug in kfdeploy. Details: {crash}", None
-        )
+        _print_error(f"unexpected error ({type(exc).__name__}); this is a bug in kfdeploy. Details: {crash}", None)
         sys.exit(1)
-    sys.exit(0)
 
 
 def _print_error(message: str, hint: str | None) -> None:
@@ -152,10 +152,14 @@ def _print_error(message: str, hint: str | None) -> None:
 
 
 def _write_crash(exc: BaseException, log_file: Path | None) -> Path:
+    del log_file  # the crash gets a file of its own; the run log points at it
     d = log_dir()
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"crash-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}.log"
     text = "".join(traceback.format_exception(exc))
-    path.write_text(SecretRedactor.redact(f"kfdeploy {__version__}\nargv: {sys.argv}\n\n{text}"), encoding="utf-8")
+    path.write_text(
+        SecretRedactor.redact(f"kfdeploy {__version__}\nargv: {sys.argv}\n\n{text}"),
+        encoding="utf-8",
+    )
     logging.getLogger("kfdeploy").error("unexpected error, traceback in %s", path)
     return path

@@ -18,7 +18,10 @@ class Output(StrEnum):
     json = "json"
 
 
-EnvArg = Annotated[str, typer.Argument(help="Environment name (see `kfdeploy envs`) or path of an environment file.")]
+EnvArg = Annotated[
+    str,
+    typer.Argument(help="Environment name (see `kfdeploy envs`) or path of an environment file."),
+]
 ManifestsOpt = Annotated[
     Path | None,
     typer.Option(
@@ -29,7 +32,9 @@ ManifestsOpt = Annotated[
         file_okay=False,
     ),
 ]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text for people, json for machines.")]
+OutputOpt = Annotated[
+    Output, typer.Option("--output", "-o", help="text for people, json for machines.")
+]
 
 
 def _console() -> Any:
@@ -43,12 +48,20 @@ def envs(output: OutputOpt = Output.text) -> None:
     from kfdeploy.config.load import list_environments, load_environment
     from kfdeploy.errors import ConfigError
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path in list_environments():
         try:
             e = load_environment(str(path)).env
-            rows.append({"name": e.name, "release": e.kubeflow.release, "provider": e.cluster.provider,
-                         "overlays": e.overlays.enabled(), "description": e.description, "file": str(path)})
+            rows.append(
+                {
+                    "name": e.name,
+                    "release": e.kubeflow.release,
+                    "provider": e.cluster.provider,
+                    "overlays": e.overlays.enabled(),
+                    "description": e.description,
+                    "file": str(path),
+                }
+            )
         except ConfigError as exc:
             rows.append({"name": path.stem, "error": str(exc), "file": str(path)})
     if output == Output.json:
@@ -61,17 +74,22 @@ def envs(output: OutputOpt = Output.text) -> None:
         if "error" in r:
             table.add_row(r["name"], "", "", "", f"[red]{r['error']}[/]")
         else:
-            table.add_row(r["name"], r["release"], r["provider"], ", ".join(r["overlays"]), r["description"])
+            table.add_row(
+                r["name"], r["release"], r["provider"], ", ".join(r["overlays"]), r["description"]
+            )
     _console().print(table)
 
 
 def render(
     env: EnvArg,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write one YAML file per component and index.json here.")
+        Path | None,
+        typer.Option("--out", help="Write one YAML file per component and index.json here."),
     ] = None,
     manifests: ManifestsOpt = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Render even if the cache has this result.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Render even if the cache has this result.")
+    ] = False,
     output: OutputOpt = Output.text,
 ) -> None:
     """Render ENV's platform with kustomize (cached; validated)."""
@@ -102,7 +120,8 @@ def render(
         _print_summary(summary)
     if errors:
         raise ValidationFailed(
-            f"{len(errors)} validation error(s) in {loaded.env.name}; first: {_finding_line(errors[0])}", errors
+            f"{len(errors)} validation error(s) in {loaded.env.name}; first: {_finding_line(errors[0])}",
+            errors,
         )
 
 
@@ -115,8 +134,12 @@ def validate(env: EnvArg, manifests: ManifestsOpt = None, output: OutputOpt = Ou
     result = do_render(loaded.env, manifests_dir=manifests)
     errors = [f for f in result.findings if f["severity"] == "error"]
     if output == Output.json:
-        typer.echo(json.dumps({"environment": loaded.env.name, "valid": not errors, "findings": result.findings},
-                              indent=2))
+        typer.echo(
+            json.dumps(
+                {"environment": loaded.env.name, "valid": not errors, "findings": result.findings},
+                indent=2,
+            )
+        )
     else:
         console = _console()
         for f in result.findings:
@@ -127,7 +150,9 @@ def validate(env: EnvArg, manifests: ManifestsOpt = None, output: OutputOpt = Ou
             f"{len(errors)} error(s), {len(result.findings) - len(errors)} other finding(s)"
         )
     if errors:
-        raise ValidationFailed(f"{loaded.env.name} is not valid: {_finding_line(errors[0])}", errors)
+        raise ValidationFailed(
+            f"{loaded.env.name} is not valid: {_finding_line(errors[0])}", errors
+        )
 
 
 def images(env: EnvArg, manifests: ManifestsOpt = None, output: OutputOpt = Output.text) -> None:

@@ -90,7 +90,7 @@ def _load_with_positions(path: Path) -> tuple[Any, dict[tuple[str | int, ...], i
 
     walk(node, ())
     try:
-        data = yaml.load(text, Loader=_PositionLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_PositionLoader)
     except yaml.YAMLError as exc:  # e.g. duplicate anchors: compose passed, construct failed
         raise ConfigError(f"invalid YAML: {exc}", file=str(path)) from exc
     return data, positions
@@ -123,7 +123,9 @@ def _load_chain(
 ) -> tuple[dict[str, Any], dict[tuple[str | int, ...], Position], tuple[Path, ...]]:
     data, lines = _load_with_positions(path)
     if data is None:
-        raise ConfigError("empty file; expected a mapping with kubeflow: and cluster:", file=str(path))
+        raise ConfigError(
+            "empty file; expected a mapping with kubeflow: and cluster:", file=str(path)
+        )
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top level", file=str(path), line=1)
     positions: dict[tuple[str | int, ...], Position] = {k: (str(path), v) for k, v in lines.items()}
@@ -134,18 +136,29 @@ def _load_chain(
     if not isinstance(parent, str):
         raise ConfigError(
             "expected the name or relative path of a base environment file",
-            file=str(path), key="extends", line=lines.get(("extends",)),
+            file=str(path),
+            key="extends",
+            line=lines.get(("extends",)),
         )
-    base_path = (path.parent / parent) if parent.endswith((".yaml", ".yml")) else path.parent / f"{parent}.yaml"
+    base_path = (
+        (path.parent / parent)
+        if parent.endswith((".yaml", ".yml"))
+        else path.parent / f"{parent}.yaml"
+    )
     base_path = base_path.resolve()
     if base_path in seen or base_path == path.resolve():
         raise ConfigError(
-            f"extends {parent!r} forms a cycle", file=str(path), key="extends", line=lines.get(("extends",))
+            f"extends {parent!r} forms a cycle",
+            file=str(path),
+            key="extends",
+            line=lines.get(("extends",)),
         )
     if not base_path.is_file():
         raise ConfigError(
             f"base environment {parent!r} not found (looked for {base_path.name} beside this file)",
-            file=str(path), key="extends", line=lines.get(("extends",)),
+            file=str(path),
+            key="extends",
+            line=lines.get(("extends",)),
         )
     base, base_positions, base_files = _load_chain(base_path, (*seen, path.resolve()))
     merged = _merge(base, data)
@@ -187,7 +200,9 @@ def _check_against_pin(
     except ConfigError as exc:
         if exc.key != "kubeflow.release":
             raise
-        raise ConfigError(exc.message, key="kubeflow.release", **where("kubeflow", "release")) from None
+        raise ConfigError(
+            exc.message, key="kubeflow.release", **where("kubeflow", "release")
+        ) from None
     names = [c.name for c in pin.components]
     wanted = [] if env.kubeflow.components == "all" else env.kubeflow.components
     for field, values in (("components", wanted), ("exclude", env.kubeflow.exclude)):
@@ -195,7 +210,8 @@ def _check_against_pin(
             if comp not in names:
                 raise ConfigError(
                     f"unknown component {comp!r} in release {pin.release}; expected one of {', '.join(names)}",
-                    key=f"kubeflow.{field}", **where("kubeflow", field, i),
+                    key=f"kubeflow.{field}",
+                    **where("kubeflow", field, i),
                 )
 
 
@@ -206,7 +222,11 @@ def _config_error(
     # A misspelled key usually explains the "missing" error beside it, so it is reported first.
     errs = sorted(exc.errors(), key=lambda e: 0 if e["type"] == "extra_forbidden" else 1)
     err = errs[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "str", "list["))))
+    loc = tuple(
+        p
+        for p in err["loc"]
+        if not (isinstance(p, str) and p.startswith(("function-", "str", "list[")))
+    )
     # pydantic adds the union member name (e.g. 'literal['all']') to locations of union fields
     loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
     file, line = str(path), None
@@ -226,7 +246,9 @@ def _config_error(
     elif msg.startswith("Value error, "):
         msg = msg.removeprefix("Value error, ")
     else:
-        msg = f"expected {msg[0].lower()}{msg[1:]}" if not msg.lower().startswith("expected") else msg
+        msg = (
+            f"expected {msg[0].lower()}{msg[1:]}" if not msg.lower().startswith("expected") else msg
+        )
         if "input" in err and kind not in ("missing",):
             shown = repr(err["input"])
             if len(shown) <= 60:

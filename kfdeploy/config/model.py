@@ -27,7 +27,9 @@ class SecretSource(Strict):
     """Where one secret value comes from. Exactly one of env, file, generate."""
 
     env: str | None = Field(None, description="Name of an environment variable holding the value")
-    file: str | None = Field(None, description="Path of a file holding the value (trailing newline dropped)")
+    file: str | None = Field(
+        None, description="Path of a file holding the value (trailing newline dropped)"
+    )
     generate: bool = Field(
         False,
         description="Generate a random value once and keep it in the cluster (Secret kfdeploy-secrets)",
@@ -36,7 +38,9 @@ class SecretSource(Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretSource:
-        chosen = [k for k in ("env", "file") if getattr(self, k)] + (["generate"] if self.generate else [])
+        chosen = [k for k in ("env", "file") if getattr(self, k)] + (
+            ["generate"] if self.generate else []
+        )
         if len(chosen) != 1:
             raise ValueError("give exactly one of env, file or generate: true")
         return self
@@ -79,14 +83,17 @@ class RegistryMirrorOverlay(Strict):
 
     prefix: str = Field(description="Mirror prefix, e.g. registry.cern.ch/kubeflow")
     keep_registry_host: bool = Field(
-        False, description="Keep the source registry's host as the first path element under the prefix"
+        False,
+        description="Keep the source registry's host as the first path element under the prefix",
     )
 
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
         if not re.match(r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$", v):
-            raise ValueError("expected a registry host with an optional path, e.g. registry.cern.ch/kubeflow")
+            raise ValueError(
+                "expected a registry host with an optional path, e.g. registry.cern.ch/kubeflow"
+            )
         return v
 
 
@@ -102,7 +109,9 @@ class GpuOverlay(Strict):
     resource: str = "nvidia.com/gpu"
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, str]] = Field(
-        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        default_factory=lambda: [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
     )
     device_plugin: bool = True
     device_plugin_image: str = "nvcr.io/nvidia/k8s-device-plugin:v0.17.1"
@@ -113,7 +122,12 @@ class ProductionSizingOverlay(Strict):
 
     replicas: int = Field(2, ge=1, le=10)
     ha_deployments: list[str] = Field(
-        default_factory=lambda: ["istio-ingressgateway", "oauth2-proxy", "ml-pipeline", "ml-pipeline-ui"]
+        default_factory=lambda: [
+            "istio-ingressgateway",
+            "oauth2-proxy",
+            "ml-pipeline",
+            "ml-pipeline-ui",
+        ]
     )
 
 
@@ -198,14 +212,22 @@ class Masters(Strict):
 class Identity(Strict):
     """How the context guard recognises the cluster this environment owns."""
 
-    owner: str | None = Field(None, description="Owner marker kfdeploy writes on first apply (default: env name)")
-    api_server: str | None = Field(None, description="Regular expression the API server URL must match")
+    owner: str | None = Field(
+        None, description="Owner marker kfdeploy writes on first apply (default: env name)"
+    )
+    api_server: str | None = Field(
+        None, description="Regular expression the API server URL must match"
+    )
 
 
 class Cluster(Strict):
     provider: Literal["magnum", "kubeconfig"]
-    name: Name | None = Field(None, description="Cluster name in the cloud (default: kfdeploy-<env>)")
-    cloud: str | None = Field(None, description="clouds.yaml cloud name (magnum); OS_CLOUD if unset")
+    name: Name | None = Field(
+        None, description="Cluster name in the cloud (default: kfdeploy-<env>)"
+    )
+    cloud: str | None = Field(
+        None, description="clouds.yaml cloud name (magnum); OS_CLOUD if unset"
+    )
     kubeconfig: str | None = Field(None, description="kubeconfig file (kubeconfig provider)")
     context: str | None = None
     kubernetes_version: str | None = None
@@ -214,7 +236,9 @@ class Cluster(Strict):
     workers: NodeGroup | None = Field(None, description="The default-worker nodegroup")
     nodegroups: list[NodeGroup] = Field(default_factory=list)
     identity: Identity = Field(default_factory=Identity)
-    create_timeout: int = Field(3600, ge=60, description="Seconds to wait for the cluster to be created")
+    create_timeout: int = Field(
+        3600, ge=60, description="Seconds to wait for the cluster to be created"
+    )
 
     @model_validator(mode="after")
     def _provider_fields(self) -> Cluster:
@@ -227,13 +251,21 @@ class Cluster(Strict):
         names = [g.name for g in self.nodegroups]
         dupes = sorted({n for n in names if names.count(n) > 1} | ({"default-worker"} & set(names)))
         if dupes:
-            raise ValueError(f"nodegroup names must be unique and not default-worker: {', '.join(dupes)}")
+            raise ValueError(
+                f"nodegroup names must be unique and not default-worker: {', '.join(dupes)}"
+            )
         return self
 
 
 # ---- smoke checks ---------------------------------------------------------------------------------
 
-CHECK_NAMES = ("workloads-available", "crds-established", "webhooks-ready", "gpu-schedules", "profile-reconciles")
+CHECK_NAMES = (
+    "workloads-available",
+    "crds-established",
+    "webhooks-ready",
+    "gpu-schedules",
+    "profile-reconciles",
+)
 
 
 class Smoke(Strict):
@@ -245,7 +277,9 @@ class Smoke(Strict):
     def _known(cls, v: list[str]) -> list[str]:
         unknown = [c for c in v if c not in CHECK_NAMES]
         if unknown:
-            raise ValueError(f"unknown check {unknown[0]!r}; expected one of {', '.join(CHECK_NAMES)}")
+            raise ValueError(
+                f"unknown check {unknown[0]!r}; expected one of {', '.join(CHECK_NAMES)}"
+            )
         return v
 
 
@@ -253,7 +287,9 @@ class Smoke(Strict):
 
 
 class Kubeflow(Strict):
-    release: str = Field(description="Kubeflow release, a pin under manifests/ (e.g. 26.03, v1.11.0)")
+    release: str = Field(
+        description="Kubeflow release, a pin under manifests/ (e.g. 26.03, v1.11.0)"
+    )
     components: list[str] | Literal["all"] = Field(
         "all", description="Components of the release to deploy ('all' = upstream's example)"
     )
@@ -261,7 +297,9 @@ class Kubeflow(Strict):
 
 
 class Site(Strict):
-    domain: str | None = Field(None, description="Public host name of the platform, e.g. ml.cern.ch")
+    domain: str | None = Field(
+        None, description="Public host name of the platform, e.g. ml.cern.ch"
+    )
 
     @field_validator("domain")
     @classmethod
@@ -276,7 +314,9 @@ class Environment(Strict):
 
     name: Name
     description: str = ""
-    simulated: bool = Field(False, description="A local simulated deployment: upstream defaults allowed")
+    simulated: bool = Field(
+        False, description="A local simulated deployment: upstream defaults allowed"
+    )
     kubeflow: Kubeflow
     site: Site = Field(default_factory=Site)
     overlays: Overlays = Field(default_factory=Overlays)
@@ -289,7 +329,9 @@ class Environment(Strict):
     def _known_secrets(cls, v: dict[str, SecretSource]) -> dict[str, SecretSource]:
         unknown = [k for k in v if k not in SECRET_NAMES]
         if unknown:
-            raise ValueError(f"unknown secret {unknown[0]!r}; expected one of {', '.join(SECRET_NAMES)}")
+            raise ValueError(
+                f"unknown secret {unknown[0]!r}; expected one of {', '.join(SECRET_NAMES)}"
+            )
         return v
 
     @property

@@ -13,6 +13,9 @@ def environment_schema() -> dict[str, Any]:
     schema["title"] = "kfdeploy environment"
     props = schema.setdefault("properties", {})
     # Loader-level keys (not model fields): a base file to extend; the name defaults to the file's.
-    props["extends"] = {"type": "string", "description": "Base environment file to extend (name or relative path)"}
+    props["extends"] = {
+        "type": "string",
+        "description": "Base environment file to extend (name or relative path)",
+    }
     schema["required"] = [r for r in schema.get("required", []) if r != "name"]
     return schema

@@ -69,7 +69,8 @@ class RenderResult:
         return self.cache_path / f"{component}.yaml"
 
     def index(self) -> dict[str, Any]:
-        return json.loads((self.cache_path / "index.json").read_text(encoding="utf-8"))
+        index: dict[str, Any] = json.loads((self.cache_path / "index.json").read_text(encoding="utf-8"))
+        return index
 
 
 def selected_components(env: Environment, release: str) -> list[str]:
@@ -113,7 +114,12 @@ def render(
     if use_cache and (out / "index.json").is_file():
         index = json.loads((out / "index.json").read_text(encoding="utf-8"))
         return RenderResult(
-            env, release, key, True, out, components,
+            env,
+            release,
+            key,
+            True,
+            out,
+            components,
             {c: index["components"][c]["objects"] for c in components},
             time.monotonic() - started,
             findings=index.get("findings", []),
@@ -141,16 +147,30 @@ def render(
     findings = validate(env, objects)
     _write_cache(out, kz, components, built, objects, findings, key, env, release)
     return RenderResult(
-        env, release, key, False, out, components,
-        {c: len(built[c]) for c in components}, time.monotonic() - started,
-        findings=[f.to_dict() for f in findings], _objects=objects,
+        env,
+        release,
+        key,
+        False,
+        out,
+        components,
+        {c: len(built[c]) for c in components},
+        time.monotonic() - started,
+        findings=[f.to_dict() for f in findings],
+        _objects=objects,
     )
 
 
 def _weight(name: str) -> int:
     # Rough build cost measured on 26.03 (kserve's CRDs dominate); unknown names go in the middle.
-    return {"kserve": 10, "trainer": 6, "spark-operator": 5, "istio": 5, "cert-manager": 4,
-            "knative-serving": 4, "pipelines": 4}.get(name, 2)
+    return {
+        "kserve": 10,
+        "trainer": 6,
+        "spark-operator": 5,
+        "istio": 5,
+        "cert-manager": 4,
+        "knative-serving": 4,
+        "pipelines": 4,
+    }.get(name, 2)
 
 
 def write_out(result: RenderResult, out_dir: Path) -> list[Path]:
@@ -204,7 +224,13 @@ def _workspace(env: Environment, release: Release, components: list[str]) -> Pat
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
             "resources": [f"../../release/{p}" for p in comp.paths] + ["../../params"],
-            "labels": [{"pairs": {COMPONENT_LABEL: name}, "includeSelectors": False, "includeTemplates": False}],
+            "labels": [
+                {
+                    "pairs": {COMPONENT_LABEL: name},
+                    "includeSelectors": False,
+                    "includeTemplates": False,
+                }
+            ],
         }
         comps = [f"../../release/{p}" for p in comp.components]
         comps += [f"../../fixes/{p}" for p in comp.fixes]
@@ -222,7 +248,7 @@ def fixes_dir() -> Path:
 
 
 def _symlink(link: Path, target: Path) -> None:
-    if link.is_symlink() and Path(os.readlink(link)) == target:
+    if link.is_symlink() and link.readlink() == target:
         return
     if link.is_symlink() or link.exists():
         link.unlink()
@@ -256,7 +282,7 @@ def _release_fingerprint(release: Release) -> str:
     for dirpath, dirnames, filenames in os.walk(release.root):
         dirnames.sort()
         for f in sorted(filenames):
-            st = os.stat(os.path.join(dirpath, f))
+            st = (Path(dirpath) / f).stat()
             h.update(f"{dirpath}/{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
@@ -276,11 +302,15 @@ def _write_cache(
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
     try:
         with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-            texts = dict(zip(components, pool.map(lambda c: _to_yaml(kz, built[c]), components), strict=True))
+            texts = dict(
+                zip(components, pool.map(lambda c: _to_yaml(kz, built[c]), components), strict=True)
+            )
         for c in components:
             (tmp / f"{c}.yaml").write_text(texts[c], encoding="utf-8")
         (tmp / "objects.json").write_text(
-            json.dumps([{"component": o.component, "object": o.obj} for o in objects], sort_keys=True),
+            json.dumps(
+                [{"component": o.component, "object": o.obj} for o in objects], sort_keys=True
+            ),
             encoding="utf-8",
         )
         index = {
@@ -290,14 +320,19 @@ def _write_cache(
             "kustomize": kz.version,
             "total": len(objects),
             "components": {
-                c: {"objects": len(built[c]), "file": f"{c}.yaml",
-                    "kinds": dict(sorted(Counter(o["kind"] for o in built[c]).items()))}
+                c: {
+                    "objects": len(built[c]),
+                    "file": f"{c}.yaml",
+                    "kinds": dict(sorted(Counter(o["kind"] for o in built[c]).items())),
+                }
                 for c in components
             },
             "kinds": dict(sorted(Counter(o.kind for o in objects).items())),
             "findings": [f.to_dict() for f in findings],
         }
-        (tmp / "index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (tmp / "index.json").write_text(
+            json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)  # atomic: a crash mid-write never leaves a half cache entry
@@ -315,7 +350,9 @@ def _to_yaml(kz: Kustomize, objs: list[dict[str, Any]]) -> str:
         cmd = [kz.kubectl, "label", "--local", "-f", "-", "-o", "yaml", "kfdeploy.cern.ch/convert-"]
         proc = subprocess.run(cmd, input=payload, capture_output=True, timeout=300, check=False)
         if proc.returncode != 0:
-            raise RenderError("kubectl could not write YAML", command=cmd, stderr=proc.stderr.decode())
+            raise RenderError(
+                "kubectl could not write YAML", command=cmd, stderr=proc.stderr.decode()
+            )
         return proc.stdout.decode()
     dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     return yaml.dump_all(objs, Dumper=dumper, sort_keys=True, explicit_start=True)

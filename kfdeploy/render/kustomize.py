@@ -102,7 +102,9 @@ def _version(cmd: list[str], pattern: str) -> str | None:
 
 def _check(version: str | None, program: str) -> None:
     if not version or int(version.split(".")[0]) < MIN_MAJOR:
-        raise ToolError(f"{program} is kustomize {version or 'of unknown version'}; kfdeploy needs >= {MIN_MAJOR}")
+        raise ToolError(
+            f"{program} is kustomize {version or 'of unknown version'}; kfdeploy needs >= {MIN_MAJOR}"
+        )
 
 
 def build(kz: Kustomize, folder: Path, *, timeout: float = 300) -> bytes:
@@ -112,14 +114,18 @@ def build(kz: Kustomize, folder: Path, *, timeout: float = 300) -> bytes:
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise RenderError(f"kustomize did not finish {folder.name} within {timeout:.0f}s", command=cmd) from exc
+        raise RenderError(
+            f"kustomize did not finish {folder.name} within {timeout:.0f}s", command=cmd
+        ) from exc
     except OSError as exc:
         raise ToolError(f"cannot run {cmd[0]}: {exc}", command=cmd) from exc
     if proc.returncode != 0:
         stderr = _strip_warnings(proc.stderr.decode(errors="replace"))
         raise RenderError(
             f"kustomize failed for {folder.name}: {_last_error(stderr)}",
-            command=cmd, returncode=proc.returncode, stderr=stderr,
+            command=cmd,
+            returncode=proc.returncode,
+            stderr=stderr,
         )
     return proc.stdout
 
@@ -140,7 +146,9 @@ def to_objects(kz: Kustomize, stream: bytes, *, timeout: float = 300) -> list[di
     if proc.returncode != 0:
         raise RenderError(
             f"kubectl could not read kustomize's output: {_last_error(proc.stderr.decode(errors='replace'))}",
-            command=cmd, returncode=proc.returncode, stderr=proc.stderr.decode(errors="replace"),
+            command=cmd,
+            returncode=proc.returncode,
+            stderr=proc.stderr.decode(errors="replace"),
         )
     return _json_stream(proc.stdout.decode())
 

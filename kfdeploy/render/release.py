@@ -37,10 +37,15 @@ class Component(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    paths: list[str] = Field(min_length=1, description="kustomize roots, relative to the release folder")
-    components: list[str] = Field(default_factory=list, description="kustomize Components applied to it")
+    paths: list[str] = Field(
+        min_length=1, description="kustomize roots, relative to the release folder"
+    )
+    components: list[str] = Field(
+        default_factory=list, description="kustomize Components applied to it"
+    )
     fixes: list[str] = Field(
-        default_factory=list, description="kfdeploy's fixes of upstream defects (folders under manifests/fixes/)"
+        default_factory=list,
+        description="kfdeploy's fixes of upstream defects (folders under manifests/fixes/)",
     )
     description: str = ""
 
@@ -50,7 +55,9 @@ class Source(BaseModel):
 
     url: str = Field(description="git repository (…/x.git, file://…) or tar archive (.tar.gz) URL")
     revision: str | None = Field(None, description="git tag, branch or commit")
-    subdir: str = Field("", description="folder inside the repository or archive holding the release")
+    subdir: str = Field(
+        "", description="folder inside the repository or archive holding the release"
+    )
 
 
 class Pin(BaseModel):
@@ -60,7 +67,9 @@ class Pin(BaseModel):
     upstream: dict[str, str] = Field(default_factory=dict)
     source: Source
     digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
-    example_objects: int = Field(description="objects upstream's example/ renders to (a test asserts it)")
+    example_objects: int = Field(
+        description="objects upstream's example/ renders to (a test asserts it)"
+    )
     components: list[Component]
 
     def component(self, name: str) -> Component:
@@ -83,7 +92,10 @@ def load_pin(release: str, pins_dir: Path | None = None) -> Pin:
     path = pins_dir / f"{release}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in pins_dir.glob("*.yaml"))) or "none"
-        raise ConfigError(f"unknown Kubeflow release {release!r}; pinned releases: {known}", key="kubeflow.release")
+        raise ConfigError(
+            f"unknown Kubeflow release {release!r}; pinned releases: {known}",
+            key="kubeflow.release",
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         return Pin.model_validate(data)
@@ -121,13 +133,20 @@ class Release:
 
 
 def locate_release(
-    pin: Pin, manifests_dir: Path | None = None, *, download: bool = True, source: Source | None = None
+    pin: Pin,
+    manifests_dir: Path | None = None,
+    *,
+    download: bool = True,
+    source: Source | None = None,
 ) -> Release:
     """Find the release's files: explicit folder, then cache, then download (digest-checked)."""
     manifests_dir = manifests_dir or _env_manifests_dir()
     if manifests_dir is not None:
         root = manifests_dir / pin.release
-        if not (root / "example" / "kustomization.yaml").is_file() and not (root / "common").is_dir():
+        if (
+            not (root / "example" / "kustomization.yaml").is_file()
+            and not (root / "common").is_dir()
+        ):
             raise ManifestsError(
                 f"{root} does not hold Kubeflow release {pin.release} "
                 "(expected common/ and applications/ there)",
@@ -162,7 +181,9 @@ def fetch_release(pin: Pin, dest: Path, *, source: Source | None = None) -> None
             _fetch_git(source.url, source.revision, work)
         tree = work / source.subdir if source.subdir else work
         if not tree.is_dir():
-            raise ManifestsError(f"{source.url}: no folder {source.subdir!r} at revision {source.revision}")
+            raise ManifestsError(
+                f"{source.url}: no folder {source.subdir!r} at revision {source.revision}"
+            )
         shutil.rmtree(tree / ".git", ignore_errors=True)
         got = tree_digest(tree)
         if got != pin.digest:
@@ -184,11 +205,15 @@ def _is_archive(url: str) -> bool:
 def _fetch_git(url: str, revision: str | None, dest: Path) -> None:
     git = shutil.which("git")
     if git is None:
-        raise ToolError("git is not installed; it is needed to download a Kubeflow release",
-                        hint="install git, or give a local folder with --manifests")
-    cmds = [[git, "init", "-q", str(dest)],
-            [git, "-C", str(dest), "fetch", "-q", "--depth", "1", url, revision or "HEAD"],
-            [git, "-C", str(dest), "checkout", "-q", "FETCH_HEAD"]]
+        raise ToolError(
+            "git is not installed; it is needed to download a Kubeflow release",
+            hint="install git, or give a local folder with --manifests",
+        )
+    cmds = [
+        [git, "init", "-q", str(dest)],
+        [git, "-C", str(dest), "fetch", "-q", "--depth", "1", url, revision or "HEAD"],
+        [git, "-C", str(dest), "checkout", "-q", "FETCH_HEAD"],
+    ]
     for cmd in cmds:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
         if proc.returncode != 0:
@@ -205,7 +230,7 @@ def _fetch_archive(url: str, dest: Path) -> None:
         if parsed.scheme in ("", "file"):
             shutil.copyfile(urllib.request.url2pathname(parsed.path), archive)
         else:
-            with urllib.request.urlopen(url, timeout=120) as resp, archive.open("wb") as out:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=120) as resp, archive.open("wb") as out:
                 shutil.copyfileobj(resp, out)
         with tarfile.open(archive) as tar:
             tar.extractall(dest, filter="data")
@@ -225,4 +250,8 @@ def _redact(url: str) -> str:
 
 
 def pin_summary(pin: Pin) -> dict[str, Any]:
-    return {"release": pin.release, "components": [c.name for c in pin.components], "digest": pin.digest}
+    return {
+        "release": pin.release,
+        "components": [c.name for c in pin.components],
+        "digest": pin.digest,
+    }

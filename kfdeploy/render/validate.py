@@ -26,17 +26,24 @@ _PLACEHOLDER = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 # Kinds that are cluster-scoped. CRDs in the render add theirs (see _scopes).
 _CLUSTER_SCOPED = {
-    ("", "Namespace"), ("", "Node"), ("", "PersistentVolume"),
-    ("rbac.authorization.k8s.io", "ClusterRole"), ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("", "Namespace"),
+    ("", "Node"),
+    ("", "PersistentVolume"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
     ("apiextensions.k8s.io", "CustomResourceDefinition"),
     ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
     ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
     ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
     ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
-    ("apiregistration.k8s.io", "APIService"), ("storage.k8s.io", "StorageClass"),
-    ("storage.k8s.io", "CSIDriver"), ("scheduling.k8s.io", "PriorityClass"),
-    ("node.k8s.io", "RuntimeClass"), ("policy", "PodSecurityPolicy"),
-    ("certificates.k8s.io", "CertificateSigningRequest"), ("networking.k8s.io", "IngressClass"),
+    ("apiregistration.k8s.io", "APIService"),
+    ("storage.k8s.io", "StorageClass"),
+    ("storage.k8s.io", "CSIDriver"),
+    ("scheduling.k8s.io", "PriorityClass"),
+    ("node.k8s.io", "RuntimeClass"),
+    ("policy", "PodSecurityPolicy"),
+    ("certificates.k8s.io", "CertificateSigningRequest"),
+    ("networking.k8s.io", "IngressClass"),
 }
 
 # Upstream's well-known default credentials (values, so generator hash suffixes do not hide them).
@@ -59,8 +66,13 @@ class Finding:
     object: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"rule": self.rule, "severity": self.severity, "message": self.message,
-                "component": self.component, "object": self.object}
+        return {
+            "rule": self.rule,
+            "severity": self.severity,
+            "message": self.message,
+            "component": self.component,
+            "object": self.object,
+        }
 
     def __str__(self) -> str:
         where = f"{self.component}: {self.object}: " if self.object else ""
@@ -76,7 +88,9 @@ def validate(env: Environment, objects: list[RenderedObject]) -> list[Finding]:
         o = ro.obj
         where = str(ro.key)
 
-        def add(rule: str, sev: Severity, msg: str, *, _ro: RenderedObject = ro, _where: str = where) -> None:
+        def add(
+            rule: str, sev: Severity, msg: str, *, _ro: RenderedObject = ro, _where: str = where
+        ) -> None:
             findings.append(Finding(rule, sev, msg, _ro.component, _where))
 
         key = tuple(ro.key)
@@ -86,13 +100,20 @@ def validate(env: Environment, objects: list[RenderedObject]) -> list[Finding]:
 
         namespaced = scopes.get((ro.group, ro.kind), (ro.group, ro.kind) not in _CLUSTER_SCOPED)
         if namespaced and not ro.namespace:
-            add("missing-namespace", "error", f"{ro.kind} is namespaced but has no metadata.namespace")
+            add(
+                "missing-namespace",
+                "error",
+                f"{ro.kind} is namespaced but has no metadata.namespace",
+            )
 
         for path, value in _strings(o, ()):
             m = _PLACEHOLDER.search(value)
             if m:
-                add("unresolved-placeholder", "error",
-                    f"unresolved kustomize variable $({m.group(1)}) at {'.'.join(map(str, path))}")
+                add(
+                    "unresolved-placeholder",
+                    "error",
+                    f"unresolved kustomize variable $({m.group(1)}) at {'.'.join(map(str, path))}",
+                )
 
         for image in _images(o):
             images[image].add(ro.component)
@@ -100,20 +121,30 @@ def validate(env: Environment, objects: list[RenderedObject]) -> list[Finding]:
             if "@sha256:" in image:
                 continue
             if ":" not in tag:
-                add("image-untagged", "warning", f"image {image} has no tag (pulls :latest, unpinned)")
+                add(
+                    "image-untagged",
+                    "warning",
+                    f"image {image} has no tag (pulls :latest, unpinned)",
+                )
             elif tag.endswith(":latest"):
                 add("image-latest", "warning", f"image {image} uses :latest (unpinned)")
 
         size = len(json.dumps(o, separators=(",", ":")))
         if size > LAST_APPLIED_LIMIT:
-            add("large-object", "note",
+            add(
+                "large-object",
+                "note",
                 f"{size} bytes as JSON: over client-side apply's {LAST_APPLIED_LIMIT}-byte annotation limit; "
-                "applied server-side")
+                "applied server-side",
+            )
 
         if not env.simulated:
             for what in _default_credentials(ro):
-                add("default-credentials", "error",
-                    f"carries upstream's default {what}; give it a secret source in the environment's secrets:")
+                add(
+                    "default-credentials",
+                    "error",
+                    f"carries upstream's default {what}; give it a secret source in the environment's secrets:",
+                )
     return findings
 
 
@@ -127,7 +158,9 @@ def _scopes(objects: list[RenderedObject]) -> dict[tuple[str, str], bool]:
     for ro in objects:
         if ro.kind == "CustomResourceDefinition":
             spec = ro.obj.get("spec", {})
-            out[(spec.get("group", ""), spec.get("names", {}).get("kind", ""))] = spec.get("scope") == "Namespaced"
+            out[(spec.get("group", ""), spec.get("names", {}).get("kind", ""))] = (
+                spec.get("scope") == "Namespaced"
+            )
     return out
 
 
@@ -141,7 +174,9 @@ def _strings(node: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str
         yield path, node
     elif isinstance(node, dict):
         for k, v in node.items():
-            if k in _SKIP_KEYS or (k == "data" and path == ()):  # ConfigMap data: scripts, templates
+            if k in _SKIP_KEYS or (
+                k == "data" and path == ()
+            ):  # ConfigMap data: scripts, templates
                 continue
             yield from _strings(v, (*path, k))
     elif isinstance(node, list):
@@ -171,7 +206,7 @@ def _images(o: dict[str, Any]) -> Iterator[str]:
         for c in ps.get(key) or []:
             img = c.get("image")
             # Templated images (Istio injection templates, $VAR env) are not pulled as written.
-            if isinstance(img, str) and img and not any(ch in img for ch in "{}$\""):
+            if isinstance(img, str) and img and not any(ch in img for ch in '{}$"'):
                 yield img
 
 

@@ -50,8 +50,13 @@ def test_bad_environment_through_a_real_process() -> None:
     path = BAD / "10-nodegroup-count-above-max.yaml"
     proc = subprocess.run(
         [sys.executable, "-c", "from kfdeploy.cli import main; main()", "validate", str(path)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert re.search(r"10-nodegroup-count-above-max\.yaml:\d+: cluster\.nodegroups\.0: count 5", proc.stderr)
+    assert re.search(
+        r"10-nodegroup-count-above-max\.yaml:\d+: cluster\.nodegroups\.0: count 5", proc.stderr
+    )

@@ -43,13 +43,22 @@ def _monolithic_keys(release_dir: Path) -> list[ObjectKey]:
     for o in objs:
         av = o["apiVersion"]
         md = o["metadata"]
-        keys.append(ObjectKey(av.split("/")[0] if "/" in av else "", o["kind"], md.get("namespace", ""), md["name"]))
+        keys.append(
+            ObjectKey(
+                av.split("/")[0] if "/" in av else "",
+                o["kind"],
+                md.get("namespace", ""),
+                md["name"],
+            )
+        )
     return keys
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("release", ["26.03", "v1.11.0"])
-def test_per_component_render_equals_upstream_example(release: str, cache: Path, manifests_dir: Path) -> None:
+def test_per_component_render_equals_upstream_example(
+    release: str, cache: Path, manifests_dir: Path
+) -> None:
     """Building component by component loses and adds nothing compared with upstream's one build."""
     env = load_environment(str(DATA / "envs" / f"plain-{release.replace('.', '-')}.yaml")).env
     result = render(env, manifests_dir=manifests_dir)
@@ -73,11 +82,16 @@ def test_per_component_render_equals_upstream_example(release: str, cache: Path,
         assert o.obj["metadata"]["labels"][kustomize.COMPONENT_LABEL] == o.component
     # the JobSet placeholder upstream leaves unresolved is fixed, so validation finds no error
     assert [f for f in result.findings if f["severity"] == "error"] == []
-    assert sum(1 for f in result.findings if f["rule"] == "large-object") == {"26.03": 8, "v1.11.0": 6}[release]
+    assert (
+        sum(1 for f in result.findings if f["rule"] == "large-object")
+        == {"26.03": 8, "v1.11.0": 6}[release]
+    )
 
 
 @pytest.mark.slow
-def test_render_is_byte_identical_and_cached(cache: Path, manifests_dir: Path, tmp_path: Path) -> None:
+def test_render_is_byte_identical_and_cached(
+    cache: Path, manifests_dir: Path, tmp_path: Path
+) -> None:
     env = load_environment(str(DATA / "envs" / "plain-26-03.yaml")).env
     first = render(env, manifests_dir=manifests_dir, use_cache=False)
     a = write_out(first, tmp_path / "a")
@@ -181,7 +195,11 @@ def test_download_with_wrong_digest_is_refused(release_repo: Path, tmp_path: Pat
 def test_download_of_unknown_revision_says_so(release_repo: Path, tmp_path: Path) -> None:
     pin = load_pin("v1.11.0")
     with pytest.raises(ManifestsError, match="git could not fetch no-such-tag"):
-        fetch_release(pin, tmp_path / "x" / "v1.11.0", source=Source(url=release_repo.as_uri(), revision="no-such-tag"))
+        fetch_release(
+            pin,
+            tmp_path / "x" / "v1.11.0",
+            source=Source(url=release_repo.as_uri(), revision="no-such-tag"),
+        )
 
 
 def test_shared_releases_match_their_pins(manifests_dir: Path) -> None:
