@@ -163,7 +163,7 @@ class WorkloadsAvailable:
         wanted = [o for kind in WORKLOAD_KINDS for o in ctx.rendered(kind, "apps")]
         if not wanted:
             return not_applicable("no Deployment, StatefulSet or DaemonSet was rendered")
-        pending: dict[RenderedObject, str] = {}
+        pending: list[tuple[RenderedObject, str]] = []
 
         def evaluate() -> Outcome:
             pending.clear()
@@ -171,10 +171,10 @@ class WorkloadsAvailable:
             for obj in wanted:
                 problem = workload_problem(obj.kind, live.get(_ref(obj)))
                 if problem:
-                    pending[obj] = problem
+                    pending.append((obj, problem))
             if not pending:
                 return passed(f"{len(wanted)} workloads ready")
-            names = [f"{o.kind} {_ns(o)}/{o.name}" for o in pending]
+            names = [f"{o.kind} {_ns(o)}/{o.name}" for o, _ in pending]
             return failed(f"{len(pending)} of {len(wanted)} workloads not ready: {_names(names)}")
 
         outcome = ctx.poll(evaluate, self.interval)
@@ -182,7 +182,7 @@ class WorkloadsAvailable:
             return outcome
         # Only now look at pods: the scheduler's and kubelet's words are what a person acts on.
         details: list[str] = []
-        for obj, problem in pending.items():
+        for obj, problem in pending:
             details.append(f"{obj.kind} {_ns(obj)}/{obj.name} ({obj.component}): {problem}")
             live = ctx.kube.get(_obj_path(obj))
             if live is None:
