@@ -21,6 +21,7 @@ from kfdeploy.errors import ConfigError
 from kfdeploy.sim import binaries
 from kfdeploy.sim.cluster import LocalCluster, default_state_dir
 from kfdeploy.sim.errors import SimNotRunning
+from kfdeploy.sim.isolate import exec_isolated
 from kfdeploy.sim.nodes import SimNode, default_nodes
 
 app = typer.Typer(
@@ -176,3 +177,14 @@ def kubeconfig(name: NameOpt = "kfdeploy-sim", state_dir: StateDirOpt = None) ->
             hint="run `kfdeploy sim start`",
         )
     typer.echo(str(cluster.kubeconfig_path))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def isolate(
+    ctx: typer.Context,
+    required: Annotated[
+        bool, typer.Option(help="Fail (exit 4) instead of running unisolated.")
+    ] = False,
+) -> None:
+    """Run a command in a loopback-only network namespace: `kfdeploy sim isolate -- pytest`."""
+    exec_isolated(list(ctx.args), required=required)
