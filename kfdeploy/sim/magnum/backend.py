@@ -49,7 +49,9 @@ def parse_kubelet_options(options: str) -> tuple[dict[str, str], list[dict[str, 
     return labels, taints
 
 
-def node_names(cluster_name: str, suffix: str, nodegroup: Mapping[str, Any], count: int) -> list[str]:
+def node_names(
+    cluster_name: str, suffix: str, nodegroup: Mapping[str, Any], count: int
+) -> list[str]:
     """Server names the way Magnum's Heat templates name them (shortened to fit 63 chars)."""
     base = cluster_name[:30].rstrip("-")
     if nodegroup["name"] == "default-master":

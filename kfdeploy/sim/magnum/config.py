@@ -218,7 +218,9 @@ class FaultState:
 
     def quota(self, configured: int | None) -> int | None:
         with self._lock:
-            return self.faults.cluster_quota if self.faults.cluster_quota is not None else configured
+            return (
+                self.faults.cluster_quota if self.faults.cluster_quota is not None else configured
+            )
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

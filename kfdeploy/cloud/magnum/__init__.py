@@ -1,0 +1,1 @@
+"""OpenStack Magnum provider (openstacksdk). The only place kfdeploy imports `openstack`."""
