@@ -19,6 +19,7 @@ Why each workaround (see docs on Magnum in the shared docs, verified against ope
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,16 @@ class CallSettings:
     retries: int = 4
     retry_delay: float = 2.0
     retry_delay_max: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> CallSettings:
+        """Defaults, or KFDEPLOY_MAGNUM_RETRIES / KFDEPLOY_MAGNUM_RETRY_DELAY (tests shrink them)."""
+        settings = cls()
+        if value := os.environ.get("KFDEPLOY_MAGNUM_RETRIES"):
+            settings.retries = int(value)
+        if value := os.environ.get("KFDEPLOY_MAGNUM_RETRY_DELAY"):
+            settings.retry_delay = float(value)
+        return settings
 
 
 def magnum_detail(response: Any) -> str | None:
@@ -161,7 +172,7 @@ class MagnumClient:
         self.conn = conn
         self.cloud = cloud
         self.proxy = magnum_proxy(conn)
-        self.settings = settings or CallSettings()
+        self.settings = settings or CallSettings.from_env()
         self._sleep = sleep
 
     # -- plumbing -------------------------------------------------------------------------

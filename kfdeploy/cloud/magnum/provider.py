@@ -263,6 +263,7 @@ class MagnumProvider:
         created.nodegroups.append(group.name)
         self._wait_nodegroup(uuid, group.name, timeout, progress,
                              check=lambda ng: ng.get("status") == "CREATE_COMPLETE")
+        self._wait_idle(uuid, progress)
 
     def _do_resize_nodegroup(self, change: Change, created: _Created, progress: Progress) -> None:
         uuid = self._cluster_uuid(created)

@@ -687,21 +687,22 @@ class MagnumState:
             self._sleep(self.config.delays.nodegroup_create)
             reason = self.faults.nodegroup_failure(name)
             error = None
+            if reason is None:
+                # Nodes register before the nodegroup reports COMPLETE, as with Heat.
+                with self.lock:
+                    nodes = self._nodes(cluster)
+                error = self._apply_nodes(cluster, nodes)
             with self.lock:
                 if ng["uuid"] not in cluster["nodegroups"]:
                     return
-                if reason is not None:
+                if reason is not None or error is not None:
                     ng["status"] = "CREATE_FAILED"
-                    ng["status_reason"] = reason
+                    ng["status_reason"] = reason or error
                 else:
                     ng["status"] = "CREATE_COMPLETE"
                     ng["status_reason"] = "Stack CREATE completed successfully"
                     ng["version"] = cluster.get("coe_version")
-                nodes = self._nodes(cluster)
-            if reason is None:
-                error = self._apply_nodes(cluster, nodes)
-            with self.lock:
-                self._settle(cluster, error)
+                self._settle(cluster, None)
 
         self._spawn(run)
         return ng
@@ -749,10 +750,11 @@ class MagnumState:
         def run() -> None:
             self._sleep(self.config.delays.nodegroup_delete)
             with self.lock:
-                cluster["nodegroups"].pop(ng["uuid"], None)
-                nodes = self._nodes(cluster)
+                remaining = [n for n in cluster["nodegroups"].values() if n is not ng]
+                nodes = sim_nodes(remaining, self.config.flavors, node_api=True)
             error = self._apply_nodes(cluster, nodes) if cluster.get("api_address") else None
             with self.lock:
+                cluster["nodegroups"].pop(ng["uuid"], None)
                 self._settle(cluster, error)
 
         self._spawn(run)
