@@ -90,19 +90,25 @@ class KubeClient:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
+        query_params = [(k, str(v)) for k, v in (query or {}).items()]
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
         try:
-            data = self._api.call_api(
-                path,
-                method,
-                query_params=[(k, str(v)) for k, v in (query or {}).items()],
-                header_params={"Accept": "application/json", "Content-Type": "application/json"},
-                body=body,
-                auth_settings=["BearerToken"],
-                response_type="object",
-                _return_http_data_only=True,
-                _preload_content=True,
-                _request_timeout=self._timeout,
-            )
+            if hasattr(self._api, "param_serialize"):
+                data = self._request(method, path, query_params, headers, body)
+            else:
+                # older kubernetes packages: the previous generated client's one-call API
+                data = self._api.call_api(
+                    path,
+                    method,
+                    query_params=query_params,
+                    header_params=headers,
+                    body=body,
+                    auth_settings=["BearerToken"],
+                    response_type="object",
+                    _return_http_data_only=True,
+                    _preload_content=True,
+                    _request_timeout=self._timeout,
+                )
         except ApiException as exc:
             raise ClusterError(
                 f"{method} {path}: {exc.status} {_message(exc.body) or exc.reason}",
@@ -111,6 +117,40 @@ class KubeClient:
         except (HTTPError, OSError) as exc:
             raise ClusterError(f"{method} {path}: cannot reach the API server: {exc}") from exc
         return data if isinstance(data, dict) else {}
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        query_params: list[tuple[str, str]],
+        headers: dict[str, str],
+        body: JSON | None,
+    ) -> Any:
+        """Newer kubernetes packages: serialize (applies auth, refreshes exec tokens), send, decode."""
+        import json
+
+        method, url, headers, body_out, post = self._api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query_params,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        resp = self._api.call_api(
+            method,
+            url,
+            header_params=headers,
+            body=body_out,
+            post_params=post,
+            _request_timeout=self._timeout,
+        )
+        raw = resp.read() or b""
+        if not 200 <= resp.status <= 299:
+            raise ClusterError(
+                f"{method} {path}: {resp.status} {_message(raw) or resp.reason}", status=resp.status
+            )
+        return json.loads(raw) if raw else {}
 
     def get(self, path: str, query: Query | None = None) -> JSON | None:
         try:
