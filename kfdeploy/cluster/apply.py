@@ -34,6 +34,8 @@ from kfdeploy.cluster.client import (
 from kfdeploy.cluster.inventory import FIELD_MANAGER, PART_OF_LABEL, ApplySet
 from kfdeploy.errors import ClusterError
 from kfdeploy.plan.phases import Scope
+from kfdeploy.plan.prune import LiveRef
+from kfdeploy.render.kustomize import COMPONENT_LABEL
 from kfdeploy.render.objects import ObjectKey, RenderedObject
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class Outcome:
 class LiveMeta:
     content_hash: str
     managed_fields: list[JSON] = field(default_factory=list)
+    ref: LiveRef | None = None
 
 
 def content_hash(obj: Mapping[str, Any]) -> str:
@@ -91,6 +94,13 @@ def prepare(o: RenderedObject, applyset: ApplySet, scope: Scope | None = None) -
     meta = obj.setdefault("metadata", {})
     if scope is not None and scope.namespaced(o.group, o.kind) is False:
         meta.pop("namespace", None)
+    if (o.group, o.kind) == ("rbac.authorization.k8s.io", "ClusterRole") and obj.get(
+        "aggregationRule"
+    ):
+        # The aggregation controller owns `rules` of an aggregated role; applying upstream's
+        # placeholder `rules: []` would conflict with it on every run (or, forced, wipe the
+        # aggregated rules until the controller restores them).
+        obj.pop("rules", None)
     meta.setdefault("labels", {})[PART_OF_LABEL] = applyset.id
     meta.setdefault("annotations", {}).pop(HASH_ANNOTATION, None)
     meta["annotations"][HASH_ANNOTATION] = content_hash(obj)
@@ -198,13 +208,28 @@ class Applier:
             for item in data.get("items") or []:
                 meta = item.get("metadata") or {}
                 key = ObjectKey(group, kind, str(meta.get("namespace") or ""), str(meta["name"]))
+                annotations = dict(meta.get("annotations") or {})
                 index[key] = LiveMeta(
-                    str((meta.get("annotations") or {}).get(HASH_ANNOTATION, "")),
+                    str(annotations.get(HASH_ANNOTATION, "")),
                     list(meta.get("managedFields") or []),
+                    LiveRef(
+                        key,
+                        component=str((meta.get("labels") or {}).get(COMPONENT_LABEL, "")),
+                        annotations=annotations,
+                    ),
                 )
         with self._lock:
             self._live[gk] = index
         return index
+
+    def members(self, group_kinds: Iterable[tuple[str, str]]) -> list[LiveRef]:
+        """The ApplySet's members of these kinds as listed at the start of the run.
+
+        Objects created by this run are missing, which is right for pruning: they are desired.
+        """
+        kinds = sorted(set(group_kinds))
+        run_concurrently(kinds, lambda gk: self.live_index(*gk), self.options.workers)
+        return [m.ref for gk in kinds for m in self.live_index(*gk).values() if m.ref is not None]
 
     def forget(self, group: str, kind: str) -> None:
         with self._lock:
@@ -262,11 +287,11 @@ class Applier:
         except Conflict as exc:
             return Outcome(
                 key, o.component, CONFLICT,
-                f"{exc.message}; another field manager owns these fields "
+                f"{exc.server_message}; another field manager owns these fields "
                 "(re-run with --force-conflicts to take them over)",
             )
         except ApiError as exc:
-            return Outcome(key, o.component, FAILED, exc.message)
+            return Outcome(key, o.component, FAILED, f"{exc.server_message} (HTTP {exc.status})")
         action = CREATED if status == 201 or (not existed and self.options.dry_run) else CONFIGURED
         return Outcome(key, o.component, action, result=result if self.options.dry_run else None)
 

@@ -50,6 +50,8 @@ class ApiError(ClusterError):
         super().__init__(message, status=status)
         self.reason = reason
         self.body = body or {}
+        # The server's own words, without our prefix: per-object reports add their own.
+        self.server_message = str(self.body.get("message") or message)
 
     @property
     def temporary(self) -> bool:

@@ -86,8 +86,25 @@ class ApplySet:
             return None
         ann = obj.get("metadata", {}).get("annotations") or {}
         gks = {parse_group_kind(s) for s in ann.get(GROUP_KINDS_ANNOTATION, "").split(",") if s}
-        nss = {s for s in ann.get(NAMESPACES_ANNOTATION, "").split(",") if s}
+        nss = {s for s in ann.get(NAMESPACES_ANNOTATION, "").split(",") if s and s != self.namespace}
         return ParentState(frozenset(gks), frozenset(nss), str(ann.get(TOOLING_ANNOTATION, "")))
+
+    def ensure(
+        self,
+        kube: Kube,
+        current: ParentState | None,
+        group_kinds: Iterable[tuple[str, str]],
+        namespaces: Iterable[str],
+    ) -> ParentState:
+        """Write the parent only if it differs: a no-op apply must send no PATCH at all."""
+        want = ParentState(
+            frozenset(group_kinds),
+            frozenset(n for n in namespaces if n and n != self.namespace),
+            self.tooling,
+        )
+        if current != want:
+            self.write(kube, want.group_kinds, want.namespaces)
+        return want
 
     def write(
         self,
