@@ -51,7 +51,7 @@ def _add_groups() -> None:
                 raise
             continue
         app.add_typer(mod.app, name=name)
-    for module in ("apply", "up"):
+    for module in ("apply", "up", "smoke"):
         try:
             mod = importlib.import_module(f"kfdeploy.cli.{module}")
         except ModuleNotFoundError as exc:

@@ -15,7 +15,9 @@ from kfdeploy.errors import GuardError
 
 OWNER_NAMESPACE = "kube-system"
 OWNER_CONFIGMAP = "kfdeploy-owner"
-SIMULATED_LABEL = "kfdeploy.cern.ch/simulated"
+# The label kfdeploy.sim puts on every simulated node (kfdeploy.sim.nodes.SIM_LABEL; a test
+# keeps the two equal without making this pure module import the simulator).
+SIMULATED_LABEL = "sim.kfdeploy.dev/simulated"
 
 
 @dataclass(frozen=True)

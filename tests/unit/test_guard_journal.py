@@ -74,3 +74,10 @@ def test_corrupt_journal_means_redo(tmp_path: Path) -> None:
     j.path.parent.mkdir(parents=True, exist_ok=True)
     j.path.write_text("{not json")
     assert Journal("local", tmp_path).stages == {}
+
+
+def test_guard_recognises_the_simulators_node_label() -> None:
+    from kfdeploy.plan.guard import SIMULATED_LABEL
+    from kfdeploy.sim.nodes import SIM_LABEL
+
+    assert SIMULATED_LABEL == SIM_LABEL
