@@ -45,7 +45,12 @@ HASH_ANNOTATION = "kfdeploy.cern.ch/content-hash"
 APPLY_FORMAT = "1"
 
 CREATED, CONFIGURED, UNCHANGED, FAILED, CONFLICT, PENDING = (
-    "created", "configured", "unchanged", "failed", "conflict", "pending",
+    "created",
+    "configured",
+    "unchanged",
+    "failed",
+    "conflict",
+    "pending",
 )
 
 
@@ -261,13 +266,21 @@ class Applier:
         res = self.kube.discovery.find(o.group, o.kind)
         if res is None:
             if self.options.dry_run:
-                return self._done(Outcome(key, o.component, PENDING, "its CRD is not installed yet"))
+                return self._done(
+                    Outcome(key, o.component, PENDING, "its CRD is not installed yet")
+                )
             res = self.kube.discovery.require(o.group, o.kind, what)
         return self._done(self._patch(o, key, res, desired, what, existed=live is not None))
 
     def _patch(
-        self, o: RenderedObject, key: ObjectKey, res: Resource, desired: JSON, what: str,
-        *, existed: bool,
+        self,
+        o: RenderedObject,
+        key: ObjectKey,
+        res: Resource,
+        desired: JSON,
+        what: str,
+        *,
+        existed: bool,
     ) -> Outcome:
         query = [
             ("fieldManager", FIELD_MANAGER),
@@ -281,12 +294,19 @@ class Applier:
             path = res.path(key.name, key.namespace)
         try:
             status, result = self.kube.request(
-                "PATCH", path, query=query, body=desired,
-                content_type="application/apply-patch+yaml", what=what, with_status=True,
+                "PATCH",
+                path,
+                query=query,
+                body=desired,
+                content_type="application/apply-patch+yaml",
+                what=what,
+                with_status=True,
             )
         except Conflict as exc:
             return Outcome(
-                key, o.component, CONFLICT,
+                key,
+                o.component,
+                CONFLICT,
                 f"{exc.server_message}; another field manager owns these fields "
                 "(re-run with --force-conflicts to take them over)",
             )

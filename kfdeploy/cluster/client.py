@@ -174,7 +174,12 @@ class Kube:
                     self.stats.retries += 1
                 log.info(
                     "%s %s: attempt %d/%d failed (%s); will retry in %.1fs",
-                    method, what or path, attempt, attempts, exc.message, delay,
+                    method,
+                    what or path,
+                    attempt,
+                    attempts,
+                    exc.message,
+                    delay,
                 )
                 time.sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises
@@ -239,7 +244,13 @@ class Kube:
             body["_retry_after"] = retry_after
         message = str(body.get("message") or reason or f"HTTP {status}")
         text = f"{what or f'{method} {path}'}: {message} (HTTP {status})"
-        cls = Conflict if status == 409 and method == "PATCH" else NotFound if status == 404 else ApiError
+        cls = (
+            Conflict
+            if status == 409 and method == "PATCH"
+            else NotFound
+            if status == 404
+            else ApiError
+        )
         return cls(text, status=status, reason=str(body.get("reason") or reason), body=body)
 
     # -- convenience -------------------------------------------------------------------------
@@ -308,7 +319,10 @@ class Discovery:
                             if not kind or "/" in str(r.get("resource", "")):
                                 continue
                             out[(gname, kind)] = Resource(
-                                gname, str(ver["version"]), kind, str(r["resource"]),
+                                gname,
+                                str(ver["version"]),
+                                kind,
+                                str(r["resource"]),
                                 r.get("scope") == "Namespaced",
                             )
             else:
@@ -365,7 +379,7 @@ def connect(
     """A `Kube` for a kubeconfig file (default: $KUBECONFIG or ~/.kube/config) and context."""
     configuration = k8s.Configuration()
     try:
-        k8s_config.load_kube_config(
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=str(kubeconfig) if kubeconfig else None,
             context=context,
             client_configuration=configuration,
@@ -388,7 +402,7 @@ def run_concurrently(
     def one(item: Any) -> tuple[Any, Any, BaseException | None]:
         try:
             return item, fn(item), None
-        except Exception as exc:  # noqa: BLE001 - reported per object by the caller
+        except Exception as exc:
             return item, None, exc
 
     if not items:

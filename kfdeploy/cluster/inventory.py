@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kfdeploy import __version__
-from kfdeploy.cluster.client import METADATA_LIST, JSON, Kube
+from kfdeploy.cluster.client import JSON, METADATA_LIST, Kube
 from kfdeploy.plan.prune import LiveRef
 from kfdeploy.render.kustomize import COMPONENT_LABEL
 from kfdeploy.render.objects import ObjectKey
@@ -86,7 +86,9 @@ class ApplySet:
             return None
         ann = obj.get("metadata", {}).get("annotations") or {}
         gks = {parse_group_kind(s) for s in ann.get(GROUP_KINDS_ANNOTATION, "").split(",") if s}
-        nss = {s for s in ann.get(NAMESPACES_ANNOTATION, "").split(",") if s and s != self.namespace}
+        nss = {
+            s for s in ann.get(NAMESPACES_ANNOTATION, "").split(",") if s and s != self.namespace
+        }
         return ParentState(frozenset(gks), frozenset(nss), str(ann.get(TOOLING_ANNOTATION, "")))
 
     def ensure(
@@ -138,8 +140,12 @@ class ApplySet:
         if dry_run:
             query.append(("dryRun", "All"))
         kube.request(
-            "PATCH", self.path, query=query, body=body,
-            content_type="application/apply-patch+yaml", what=f"ApplySet parent {self.name}",
+            "PATCH",
+            self.path,
+            query=query,
+            body=body,
+            content_type="application/apply-patch+yaml",
+            what=f"ApplySet parent {self.name}",
         )
 
     def members(self, kube: Kube, group_kinds: Iterable[tuple[str, str]]) -> list[LiveRef]:

@@ -83,7 +83,9 @@ def _delete(kube: Kube, ref: LiveRef, dry_run: bool) -> Outcome:
         query.append(("dryRun", "All"))
     try:
         kube.request(
-            "DELETE", res.path(key.name, key.namespace), query=query,
+            "DELETE",
+            res.path(key.name, key.namespace),
+            query=query,
             what=f"{ref.component or 'prune'}: {key}",
         )
     except NotFound:

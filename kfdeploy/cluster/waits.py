@@ -84,11 +84,14 @@ def _cond(obj: JSON, ctype: str) -> JSON | None:
 
 def _conditions_text(obj: JSON) -> str:
     conds = obj.get("status", {}).get("conditions") or []
-    return "; ".join(
-        f"{c.get('type')}={c.get('status')}"
-        + (f" ({c.get('reason')}: {c.get('message')})" if c.get("status") != "True" else "")
-        for c in conds
-    ) or "no conditions yet"
+    return (
+        "; ".join(
+            f"{c.get('type')}={c.get('status')}"
+            + (f" ({c.get('reason')}: {c.get('message')})" if c.get("status") != "True" else "")
+            for c in conds
+        )
+        or "no conditions yet"
+    )
 
 
 # ---- per-kind readiness -----------------------------------------------------------------------
@@ -113,7 +116,9 @@ def workload_ready(kind: str, obj: JSON) -> WaitResult:
     if kind == "Deployment":
         prog = _cond(obj, "Progressing")
         if prog and prog.get("reason") == "ProgressDeadlineExceeded":
-            return WaitResult(False, f"progress deadline exceeded: {prog.get('message')}", failed=True)
+            return WaitResult(
+                False, f"progress deadline exceeded: {prog.get('message')}", failed=True
+            )
         want = spec.get("replicas", 1)
         updated = status.get("updatedReplicas", 0)
         available = status.get("availableReplicas", 0)
@@ -148,7 +153,9 @@ def workload_ready(kind: str, obj: JSON) -> WaitResult:
             return WaitResult(False, f"failed: {c.get('reason')}: {c.get('message')}", failed=True)
         if (c := _cond(obj, "Complete")) and c.get("status") == "True":
             return WaitResult(True)
-        return WaitResult(False, f"{status.get('succeeded', 0)} succeeded, {status.get('active', 0)} active")
+        return WaitResult(
+            False, f"{status.get('succeeded', 0)} succeeded, {status.get('active', 0)} active"
+        )
     if kind == "APIService":
         c = _cond(obj, "Available")
         if c and c.get("status") == "True":
@@ -169,8 +176,13 @@ def _get(kube: Kube, key: ObjectKey) -> JSON | None:
 
 
 def wait_crds_established(
-    kube: Kube, keys: Sequence[ObjectKey], kinds: Iterable[tuple[str, str]], *,
-    timeout: float, interval: float = 0.5, workers: int = 8,
+    kube: Kube,
+    keys: Sequence[ObjectKey],
+    kinds: Iterable[tuple[str, str]],
+    *,
+    timeout: float,
+    interval: float = 0.5,
+    workers: int = 8,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """CRDs Established and their kinds in discovery (custom resources can be applied now).
@@ -199,14 +211,23 @@ def wait_crds_established(
         return "\n".join(lines)
 
     poll(
-        "CRDs Established", check, timeout=timeout, interval=interval, explain=explain,
+        "CRDs Established",
+        check,
+        timeout=timeout,
+        interval=interval,
+        explain=explain,
         progress=progress,
     )
 
 
 def wait_workloads(
-    kube: Kube, keys: Sequence[ObjectKey], *, timeout: float, interval: float = 2.0,
-    applyset_id: str | None = None, progress: Callable[[int, int], None] | None = None,
+    kube: Kube,
+    keys: Sequence[ObjectKey],
+    *,
+    timeout: float,
+    interval: float = 2.0,
+    applyset_id: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Deployments, StatefulSets, DaemonSets, Jobs and APIServices rolled out.
 
@@ -224,7 +245,9 @@ def wait_workloads(
             query = [("labelSelector", f"{PART_OF_LABEL}={applyset_id}")] if applyset_id else []
             items = kube.get(res.collection(), query=query, what=f"list {kind}").get("items") or []
             live = {
-                ObjectKey(group, kind, i["metadata"].get("namespace", "") or "", i["metadata"]["name"]): i
+                ObjectKey(
+                    group, kind, i["metadata"].get("namespace", "") or "", i["metadata"]["name"]
+                ): i
                 for i in items
             }
             for k in ks:
@@ -233,13 +256,21 @@ def wait_workloads(
         return out
 
     poll(
-        f"{len(keys)} workload(s) rolled out", check, timeout=timeout, interval=interval,
-        explain=lambda ks: explain_workloads(kube, ks), progress=progress,
+        f"{len(keys)} workload(s) rolled out",
+        check,
+        timeout=timeout,
+        interval=interval,
+        explain=lambda ks: explain_workloads(kube, ks),
+        progress=progress,
     )
 
 
 def wait_endpoints(
-    kube: Kube, objects: Sequence[RenderedObject], *, timeout: float, interval: float = 1.0,
+    kube: Kube,
+    objects: Sequence[RenderedObject],
+    *,
+    timeout: float,
+    interval: float = 1.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Every Service a webhook/APIService/conversion webhook calls has a ready endpoint."""
@@ -274,11 +305,17 @@ def ca_bundles(obj: JSON) -> list[str]:
         return [str(((conv.get("webhook") or {}).get("clientConfig") or {}).get("caBundle") or "")]
     if obj.get("kind") == "APIService":
         return [str(obj.get("spec", {}).get("caBundle") or "")]
-    return [str((w.get("clientConfig") or {}).get("caBundle") or "") for w in obj.get("webhooks") or []]
+    return [
+        str((w.get("clientConfig") or {}).get("caBundle") or "") for w in obj.get("webhooks") or []
+    ]
 
 
 def wait_ca_injected(
-    kube: Kube, keys: Sequence[ObjectKey], *, timeout: float, interval: float = 1.0,
+    kube: Kube,
+    keys: Sequence[ObjectKey],
+    *,
+    timeout: float,
+    interval: float = 1.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """cert-manager's cainjector filled every caBundle of objects that ask for injection.
@@ -295,7 +332,9 @@ def wait_ca_injected(
                 out[k] = WaitResult(False, "not found")
                 continue
             empty = sum(1 for b in ca_bundles(obj) if not b)
-            out[k] = WaitResult(empty == 0, f"{empty} caBundle(s) still empty (cainjector running?)")
+            out[k] = WaitResult(
+                empty == 0, f"{empty} caBundle(s) still empty (cainjector running?)"
+            )
         return out
 
     poll("CA bundles injected", check, timeout=timeout, interval=interval, progress=progress)
@@ -316,13 +355,18 @@ def explain_workloads(kube: Kube, keys: Sequence[ObjectKey]) -> str:
         selector = (obj.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
         if selector and k.namespace:
             sel = ",".join(f"{a}={b}" for a, b in sorted(selector.items()))
-            pods = kube.get(
-                f"/api/v1/namespaces/{k.namespace}/pods", query=[("labelSelector", sel)]
-            ).get("items") or []
+            pods = (
+                kube.get(
+                    f"/api/v1/namespaces/{k.namespace}/pods", query=[("labelSelector", sel)]
+                ).get("items")
+                or []
+            )
             for p in pods[:5]:
                 lines.append("  " + pod_reason(p))
             if not pods:
-                lines.append("  no pods (see the ReplicaSet's events: quota, admission, service account?)")
+                lines.append(
+                    "  no pods (see the ReplicaSet's events: quota, admission, service account?)"
+                )
         lines += [f"  event: {e}" for e in recent_events(kube, k.namespace, k.name)]
         parts.append("\n".join(lines))
     return "\n".join(parts)

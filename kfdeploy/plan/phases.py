@@ -184,9 +184,18 @@ class Scope:
             return False
         if (group, kind) in self._namespaced:
             return self._namespaced[(group, kind)]
-        if group in {"", "apps", "batch", "rbac.authorization.k8s.io", "networking.k8s.io",
-                     "policy", "autoscaling", "coordination.k8s.io", "discovery.k8s.io",
-                     "events.k8s.io"}:
+        if group in {
+            "",
+            "apps",
+            "batch",
+            "rbac.authorization.k8s.io",
+            "networking.k8s.io",
+            "policy",
+            "autoscaling",
+            "coordination.k8s.io",
+            "discovery.k8s.io",
+            "events.k8s.io",
+        }:
             return True
         return None
 
@@ -209,7 +218,9 @@ def webhook_services(o: RenderedObject) -> list[tuple[str, str]]:
     """(namespace, name) of the Services a webhook configuration, APIService or CRD calls."""
     refs: list[dict[str, Any]] = []
     if (o.group, o.kind) in (MUTATING, VALIDATING):
-        refs = [(w.get("clientConfig") or {}).get("service") or {} for w in o.obj.get("webhooks") or []]
+        refs = [
+            (w.get("clientConfig") or {}).get("service") or {} for w in o.obj.get("webhooks") or []
+        ]
     elif (o.group, o.kind) == APISERVICE:
         refs = [o.obj.get("spec", {}).get("service") or {}]
     elif (o.group, o.kind) == CRD:
@@ -288,7 +299,9 @@ def build_plan(objects: Sequence[RenderedObject], scope: Scope | None = None) ->
     issuer_refs = {
         (
             str(c.obj["spec"].get("issuerRef", {}).get("kind", "Issuer")),
-            "" if c.obj["spec"].get("issuerRef", {}).get("kind") == "ClusterIssuer" else c.namespace,
+            ""
+            if c.obj["spec"].get("issuerRef", {}).get("kind") == "ClusterIssuer"
+            else c.namespace,
             str(c.obj["spec"].get("issuerRef", {}).get("name", "")),
         )
         for c in certs

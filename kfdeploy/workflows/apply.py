@@ -4,7 +4,7 @@ Each stage is a small function of the previous one's result, so `up` (and tests)
 `apply_objects` with their own connection and objects, and the CLI only renders progress.
 
 Order of the inventory writes matters for a run killed half-way: the ApplySet parent is widened
-to old ∪ new kinds/namespaces before any member is applied and narrowed only after pruning, so the
+to the old plus the new kinds/namespaces before any member is applied and narrowed only after pruning, so the
 next run still finds every member it may have to prune.
 """
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from kfdeploy.errors import ConfigError
 from kfdeploy.plan.diff import DiffResult, object_diff
 from kfdeploy.plan.phases import CRD, Phase, Plan, Scope, Step, WaitSpec, build_plan
-from kfdeploy.plan.prune import LiveRef, PrunePlan, Protections, prune_plan
+from kfdeploy.plan.prune import LiveRef, Protections, PrunePlan, prune_plan
 from kfdeploy.render.objects import ObjectKey, RenderedObject
 
 if TYPE_CHECKING:  # the adapter imports `kubernetes`; load it only when a cluster is used
@@ -55,6 +55,7 @@ class ProgressEvent:
     total: int = 0
     done: int = 0
     outcome: Outcome | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # step-done: objects per action
 
 
 Progress = Callable[[ProgressEvent], None]
@@ -150,10 +151,14 @@ def apply_objects(
             emit(ProgressEvent("object", "", outcome=o))
 
         applier = Applier(
-            kube, applyset, scope,
+            kube,
+            applyset,
+            scope,
             AdapterOptions(
-                force_conflicts=options.force_conflicts, dry_run=options.dry_run,
-                workers=options.workers, skip_unchanged=options.skip_unchanged,
+                force_conflicts=options.force_conflicts,
+                dry_run=options.dry_run,
+                workers=options.workers,
+                skip_unchanged=options.skip_unchanged,
             ),
             on_object=on_object,
         )
@@ -168,7 +173,14 @@ def apply_objects(
             if not options.dry_run:
                 for wait in step.waits:
                     _run_wait(kube, wait, step, objects, applyset, options, emit)
-            emit(ProgressEvent("step-done", title, total=len(step.objects)))
+            emit(
+                ProgressEvent(
+                    "step-done",
+                    title,
+                    total=len(step.objects),
+                    counts=dict(Counter(o.action for o in outcomes)),
+                )
+            )
 
         if parent is not None and (options.prune or options.dry_run):
             emit(ProgressEvent("prune-start", "prune"))
@@ -179,16 +191,28 @@ def apply_objects(
                 from kfdeploy.cluster.prune import execute
 
                 pruned = execute(
-                    kube, summary.prune, workers=options.workers, timeout=options.timeout,
+                    kube,
+                    summary.prune,
+                    workers=options.workers,
+                    timeout=options.timeout,
                     on_object=on_object,
                 )
                 summary.outcomes += pruned
+                emit(
+                    ProgressEvent(
+                        "step-done",
+                        "prune",
+                        total=len(pruned),
+                        counts=dict(Counter(o.action for o in pruned)),
+                    )
+                )
                 raise_for_failures(pruned, "prune")
             elif options.dry_run:
                 from kfdeploy.cluster.apply import Outcome as Out
 
                 summary.outcomes += [
-                    Out(r.key, r.component, "pruned", "would be pruned") for r in summary.prune.delete
+                    Out(r.key, r.component, "pruned", "would be pruned")
+                    for r in summary.prune.delete
                 ]
         if not options.dry_run:
             # Narrow the parent: kinds and namespaces of what is now in the set (protected
@@ -261,7 +285,10 @@ def compute_prune(
 ) -> PrunePlan:
     """The members of the ApplySet the render no longer has, with protections applied."""
     from kfdeploy.cluster.prune import crds_in_use
-    gone_crds = [r.key.name for r in members if (r.key.group, r.key.kind) == CRD and r.key not in desired]
+
+    gone_crds = [
+        r.key.name for r in members if (r.key.group, r.key.kind) == CRD and r.key not in desired
+    ]
     in_use = crds_in_use(kube, gone_crds) if gone_crds else set()
     return prune_plan(members, desired, protections=protections, crds_in_use=in_use)
 
