@@ -52,19 +52,20 @@ class Outcome:
     status: Status
     reason: str = ""
     details: tuple[str, ...] = ()
+    settled: bool = False  # a failure that waiting cannot fix (a pod bound to the wrong node)
 
     @property
     def final(self) -> bool:
-        """Waiting longer cannot change it (a failure may still recover, so it is not final)."""
-        return self.status in (Status.passed, Status.not_applicable, Status.error)
+        """Waiting longer cannot change it (a failure may still recover, unless settled)."""
+        return self.settled or self.status in (Status.passed, Status.not_applicable, Status.error)
 
 
 def passed(reason: str = "", details: Sequence[str] = ()) -> Outcome:
     return Outcome(Status.passed, reason, tuple(details))
 
 
-def failed(reason: str, details: Sequence[str] = ()) -> Outcome:
-    return Outcome(Status.failed, reason, tuple(details))
+def failed(reason: str, details: Sequence[str] = (), *, settled: bool = False) -> Outcome:
+    return Outcome(Status.failed, reason, tuple(details), settled)
 
 
 def not_applicable(reason: str, details: Sequence[str] = ()) -> Outcome:

@@ -18,7 +18,7 @@ from kfdeploy.render.objects import RenderedObject
 # Lines of detail per failing object, and objects listed in a reason: enough to act on, short
 # enough for a table cell and a JUnit message.
 MAX_PODS_PER_WORKLOAD = 3
-MAX_NAMES_IN_REASON = 5
+MAX_NAMES_IN_REASON = 3
 
 WORKLOAD_KINDS = {
     "Deployment": "deployments",

@@ -98,8 +98,9 @@ def gpu_pod(env: Environment, active_deadline: int) -> JSON:
 
 def judge_gpu_node(env: Environment, node: Mapping[str, Any] | None) -> Outcome:
     """Passed when the node the probe landed on is one of the environment's GPU nodes."""
+    # A bound pod never moves: a wrong node is a settled failure, not worth waiting on.
     if node is None:
-        return failed("scheduled onto a node that no longer exists")
+        return failed("scheduled onto a node that no longer exists", settled=True)
     name = (node.get("metadata") or {}).get("name", "?")
     labels = (node.get("metadata") or {}).get("labels") or {}
     wanted = [g.name for g in gpu_nodegroups(env)]
@@ -109,13 +110,14 @@ def judge_gpu_node(env: Environment, node: Mapping[str, Any] | None) -> Outcome:
             return passed(f"scheduled onto {name} (nodegroup {group})")
         return failed(
             f"scheduled onto {name}, whose nodegroup {group or '(none)'} is not a GPU nodegroup "
-            f"({', '.join(wanted)})"
+            f"({', '.join(wanted)})",
+            settled=True,
         )
     # An existing cluster's node labels are its own business: any node offering GPUs will do.
     capacity = ((node.get("status") or {}).get("capacity") or {}).get(gpu_resource(env), "0")
     if str(capacity) not in ("", "0"):
         return passed(f"scheduled onto {name} ({capacity} x {gpu_resource(env)})")
-    return failed(f"scheduled onto {name}, which has no {gpu_resource(env)} capacity")
+    return failed(f"scheduled onto {name}, which has no {gpu_resource(env)} capacity", settled=True)
 
 
 def ensure_namespace(kube: Kube, name: str) -> None:
@@ -255,6 +257,11 @@ class ProfileReconciles:
                 "the profiles component is not deployed (no Profile CRD rendered)"
             )
         kube = ctx.kube
+        if (
+            kube.get(path_of("apiextensions.k8s.io/v1", "customresourcedefinitions", PROFILE_CRD))
+            is None
+        ):
+            return failed(f"CustomResourceDefinition {PROFILE_CRD} is not in the cluster")
         version = profile_version(crds[0].obj)
         name = f"kfdeploy-smoke-{secrets.token_hex(3)}"
         owner = f"kfdeploy-smoke@{ctx.env.site.domain or 'example.invalid'}"

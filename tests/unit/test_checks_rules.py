@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -518,13 +519,16 @@ def test_profile_reconciles_with_a_working_controller_and_cleans_up() -> None:
                 }
             return created
 
-    kube = Controller()
+    crd_path = path_of(
+        "apiextensions.k8s.io/v1", "customresourcedefinitions", "profiles.kubeflow.org"
+    )
+    kube = Controller({crd_path: crd.obj})
     result = _only("profile-reconciles", [crd], kube)
     assert result.status == Status.passed, result
     assert "RoleBindings namespaceAdmin" in result.reason
     assert not [p for p in kube.objects if "/profiles/" in p]
 
-    idle = FakeKube()
+    idle = FakeKube({crd_path: crd.obj})
     result = _only("profile-reconciles", [crd], idle)
     assert result.status == Status.failed
     assert result.reason.startswith("namespace kfdeploy-smoke-")
@@ -537,3 +541,25 @@ def test_workload_in_default_namespace_when_unset(kind: str) -> None:
     kube = FakeKube()
     result = _only("workloads-available", [obj], kube)
     assert f"{kind} default/w" in result.reason
+
+
+def test_profile_reconciles_fails_at_once_without_the_crd_in_the_cluster() -> None:
+    crd = rendered(
+        "CustomResourceDefinition", "profiles.kubeflow.org", api_version="apiextensions.k8s.io/v1"
+    )
+    kube = FakeKube()
+    result = _only("profile-reconciles", [crd], kube)
+    assert result.status == Status.failed
+    assert result.reason == "CustomResourceDefinition profiles.kubeflow.org is not in the cluster"
+    assert not [c for c in kube.calls if c[0] == "POST"]
+
+
+def test_gpu_pod_on_the_wrong_nodegroup_fails_without_waiting() -> None:
+    env = {"cluster": magnum_cluster([{"name": "gpu", "flavor": "g", "count": 1, "gpus": 2}])}
+    kube = SchedulingKube(_node("cpu-0", {"magnum.openstack.org/nodegroup": "default-worker"}, "1"))
+    started = time.monotonic()
+    result = _only("gpu-schedules", [], kube, timeout=30, **env)
+    assert time.monotonic() - started < 5
+    assert result.status == Status.failed
+    assert result.reason.startswith("scheduled onto cpu-0, whose nodegroup default-worker")
+    assert not [p for p in kube.objects if "/pods/" in p]
