@@ -18,10 +18,12 @@ Why each workaround (see docs on Magnum in the shared docs, verified against ope
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -134,23 +136,48 @@ def to_cloud_error(exc: BaseException, doing: str, cloud: str | None) -> Kfdeplo
 def connect(cloud: str | None, clouds_file: Path | None) -> Any:
     """An openstack Connection for `cloud` from clouds.yaml (or `clouds_file`), OS_CLOUD or OS_*
     variables; application credentials work like any other auth type."""
+    region = load_region(cloud, clouds_file)
+    auth = region.config.get("auth") or {}
+    for key in ("password", "application_credential_secret", "token"):
+        SecretRedactor.register(auth.get(key))
+    return new_connection(region)
+
+
+@contextlib.contextmanager
+def _quiet_sdk() -> Iterator[None]:
+    # openstacksdk 4.x warns on its own internal calls: about InfluxDB whenever it builds a cloud
+    # region (its parsed metrics config is a dict of Nones, truthy even when nothing is
+    # configured), and RemovedInSDK50Warning on every proxy request (it passes a parameter it
+    # deprecated to itself). Both are PendingDeprecationWarnings nobody using the SDK can act on;
+    # under `-W error` they would break every call, so they are silenced around SDK calls only.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning,
+                                module=r"openstack\.")
+        warnings.filterwarnings("ignore", message="Support for InfluxDB")
+        yield
+
+
+def load_region(cloud: str | None, clouds_file: Path | None) -> Any:
     from openstack import config as occ
-    from openstack import connection
     from openstack import exceptions as osx
 
     try:
-        loader = occ.OpenStackConfig(config_files=[str(clouds_file)]) if clouds_file else (
-            occ.OpenStackConfig()
-        )
-        region = loader.get_one(cloud=cloud)
+        with _quiet_sdk():
+            loader = occ.OpenStackConfig(config_files=[str(clouds_file)]) if clouds_file else (
+                occ.OpenStackConfig()
+            )
+            return loader.get_one(cloud=cloud)
     except (osx.ConfigException, KeyError) as exc:
         where = f" in {clouds_file}" if clouds_file else ""
         raise ConfigError(f"cannot load cloud {cloud!r}{where}: {exc}",
                           hint="set cluster.cloud to a clouds.yaml cloud, or OS_CLOUD") from exc
-    auth = region.config.get("auth") or {}
-    for key in ("password", "application_credential_secret", "token"):
-        SecretRedactor.register(auth.get(key))
-    return connection.Connection(config=region)
+
+
+def new_connection(region: Any) -> Any:
+    from openstack import connection
+
+    with _quiet_sdk():
+        return connection.Connection(config=region)
 
 
 def magnum_proxy(conn: Any) -> Any:
@@ -171,9 +198,11 @@ class MagnumClient:
     ) -> None:
         self.conn = conn
         self.cloud = cloud
-        self.proxy = magnum_proxy(conn)
         self.settings = settings or CallSettings.from_env()
         self._sleep = sleep
+        # Building the proxy authenticates and reads the catalog: failures here are the usual
+        # "wrong password" / "no Magnum in this cloud" errors, so they go through `call`.
+        self.proxy = self.call(f"connect to cloud {cloud!r}", lambda: magnum_proxy(conn))
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -184,7 +213,8 @@ class MagnumClient:
         attempts = self.settings.retries + 1
         for attempt in range(1, attempts + 1):
             try:
-                return fn()
+                with _quiet_sdk():
+                    return fn()
             except Exception as exc:
                 if not is_temporary(exc) or attempt == attempts:
                     raise to_cloud_error(exc, doing, self.cloud) from exc

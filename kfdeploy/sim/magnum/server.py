@@ -338,8 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- plumbing -------------------------------------------------------------------------
 
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self._raw
         if not raw:
             return None
         try:
@@ -390,6 +389,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def _dispatch(self) -> None:
+        # Read the body before any answer: an early error (401, 406, injected 5xx) must not
+        # leave it in the kept-alive connection, where it would corrupt the next request.
+        length = int(self.headers.get("Content-Length") or 0)
+        self._raw = self.rfile.read(length) if length else b""
         path = urlsplit(self.path).path.rstrip("/") or "/"
         version_header = self.headers.get("OpenStack-API-Version") or ""
         em = self.emulator
@@ -587,6 +590,15 @@ class _Handler(BaseHTTPRequestHandler):
                     f"supported for this version (needs {_fmt(minimum)} or later).",
                 )
 
+        # Magnum checks the microversion (its api_version decorator) before looking anything up.
+        if parts[:1] == ["clusters"] and len(parts) >= 3:
+            if parts[2] == "nodegroups":
+                need((1, 9), "nodegroups")
+            elif parts[2:] == ["actions", "resize"]:
+                need((1, 7), "resize")
+            elif parts[2:] == ["actions", "upgrade"]:
+                need((1, 8), "upgrade")
+
         if parts[:1] == ["clustertemplates"]:
             if len(parts) == 1 and m == "GET":
                 with state.lock:
@@ -629,7 +641,6 @@ class _Handler(BaseHTTPRequestHandler):
                     state.delete_cluster(parts[1])
                     return 204, None
                 if parts[2:] == ["actions", "resize"] and m == "POST":
-                    need((1, 7), "resize")
                     body = self._body() or {}
                     if "node_count" not in body:
                         raise ApiError(400, "Bad Request", "Mandatory field missing: node_count")
@@ -642,7 +653,6 @@ class _Handler(BaseHTTPRequestHandler):
                     )
                     return 202, {"uuid": cluster["uuid"]}
                 if parts[2:] == ["actions", "upgrade"] and m == "POST":
-                    need((1, 8), "upgrade")
                     body = self._body() or {}
                     if not body.get("cluster_template"):
                         raise ApiError(
@@ -651,7 +661,6 @@ class _Handler(BaseHTTPRequestHandler):
                     state.upgrade(cluster, str(body["cluster_template"]), body.get("nodegroup"))
                     return 202, {"uuid": cluster["uuid"]}
                 if len(parts) >= 3 and parts[2] == "nodegroups":
-                    need((1, 9), "nodegroups")
                     return self._nodegroups(cluster, parts[3:], version)
         if parts[:1] == ["certificates"]:
             if len(parts) == 2 and m == "GET":
