@@ -30,6 +30,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.config.config_exception import ConfigException
 
+from kfdeploy import __version__
 from kfdeploy.errors import ClusterError
 
 log = logging.getLogger(__name__)
@@ -390,7 +391,10 @@ def connect(
     # kfdeploy retries itself (temporary failures only, logged); urllib3 must not retry silently.
     configuration.retries = False
     configuration.connection_pool_maxsize = pool_size
-    return Kube(k8s.ApiClient(configuration), retry=retry)
+    api_client = k8s.ApiClient(configuration)
+    # Audit logs and managedFields of non-apply requests then name kfdeploy, not the generator.
+    api_client.user_agent = f"kfdeploy/{__version__}"
+    return Kube(api_client, retry=retry)
 
 
 def run_concurrently(
