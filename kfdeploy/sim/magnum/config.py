@@ -166,6 +166,9 @@ class Faults:
     # maximum number of clusters in the project: POST /v1/clusters beyond it answers 403
     cluster_quota: int | None = None
     http_errors: list[HttpErrorBurst] = field(default_factory=list)
+    # revoke every token on each Nth Magnum request (a token expiring mid-operation, as seen
+    # by a client in another process): that request answers 401 and the client must re-auth
+    revoke_tokens_every: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,6 +180,7 @@ class FaultState:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.faults = Faults()
+        self._magnum_requests = 0
 
     def update(self, data: dict[str, Any]) -> Faults:
         """Merge `data` into the current faults. `{"reset": true}` clears everything first."""
@@ -191,7 +195,20 @@ class FaultState:
                 self.faults.cluster_quota = None if quota is None else int(quota)
             for burst in data.get("http_errors", []):
                 self.faults.http_errors.append(HttpErrorBurst(**burst))
+            if "revoke_tokens_every" in data:
+                every = data["revoke_tokens_every"]
+                self.faults.revoke_tokens_every = None if every is None else int(every)
+                self._magnum_requests = 0
             return self.faults
+
+    def take_token_revocation(self) -> bool:
+        """Count a Magnum request; True when this one should find its token revoked."""
+        with self._lock:
+            every = self.faults.revoke_tokens_every
+            if not every:
+                return False
+            self._magnum_requests += 1
+            return self._magnum_requests % every == 0
 
     def take_http_error(self, method: str, path: str) -> int | None:
         """If a burst matches this request, consume one and return its status."""

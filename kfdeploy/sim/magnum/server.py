@@ -547,6 +547,8 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
+        if em.faults.take_token_revocation():
+            em.expire_tokens()
         if not em.valid_token(self.headers.get("X-Auth-Token")):
             self._send(
                 401,
