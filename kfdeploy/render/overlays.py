@@ -136,29 +136,34 @@ def mirror_objects(objs: list[Obj], mirror: RegistryMirrorOverlay) -> None:
     object (annotation kfdeploy.cern.ch/source-images) so `kfdeploy images` can list
     source -> destination pairs for `crane copy` / `skopeo copy`."""
     seen: dict[str, str] = {}  # destination -> source, across the component
+
+    def record(dst: str, src: str, mapping: dict[str, str]) -> None:
+        if dst == src:
+            return
+        prev = seen.setdefault(dst, src)
+        if prev != src:
+            raise ConfigError(
+                f"mirror prefix maps both {prev} and {src} to {dst}; set keep_registry_host: true",
+                key="overlays.registry-mirror.keep_registry_host",
+            )
+        mapping[dst] = src
+
     for o in objs:
         mapping: dict[str, str] = {}
 
         def rewrite(ref: str, where: str, _m: dict[str, str] = mapping) -> str:
             new = images.mirror_reference(ref, mirror.prefix, mirror.keep_registry_host)
-            if new != ref and not ref.endswith("/"):  # hubs are recorded as composed images
-                _m[new] = ref
+            if not ref.endswith("/"):  # hubs are recorded as the images they compose
+                record(new, ref, _m)
             return new
 
         # Istio composes its sidecar image from hub + name + tag; record the pair before the
         # hub is rewritten, since the composed name appears nowhere in the object.
         for ref in images.istio_hub_images(o):
-            mapping[images.mirror_reference(ref, mirror.prefix, mirror.keep_registry_host)] = ref
+            record(images.mirror_reference(ref, mirror.prefix, mirror.keep_registry_host), ref, mapping)
         images.visit_images(o, rewrite)
         if not mapping:
             continue
-        for dst, src in mapping.items():
-            prev = seen.setdefault(dst, src)
-            if prev != src:
-                raise ConfigError(
-                    f"mirror prefix maps both {prev} and {src} to {dst}; set keep_registry_host: true",
-                    key="overlays.registry-mirror.keep_registry_host",
-                )
         annotations = o.setdefault("metadata", {}).setdefault("annotations", {})
         old = images.source_map(o)
         old.update(mapping)
