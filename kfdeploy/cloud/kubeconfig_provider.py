@@ -32,7 +32,7 @@ class KubeconfigProvider:
         self.source = Path(os.path.expandvars(env.cluster.kubeconfig)).expanduser()
 
     def plan(self, env: Environment, *, prune: bool = False) -> ClusterPlan:
-        notes = ()
+        notes: tuple[str, ...] = ()
         if not self.source.is_file():
             notes = (f"kubeconfig {self.source} does not exist",)
         return ClusterPlan(env.name, self.name, env.cluster_name, notes=notes,
@@ -51,8 +51,9 @@ class KubeconfigProvider:
         from kubernetes import client, config
 
         try:
-            api = config.new_client_from_config(config_file=str(self.source),
-                                                context=env.cluster.context)
+            api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=str(self.source), context=env.cluster.context
+            )
             version = client.VersionApi(api).get_code().git_version
             nodes = client.CoreV1Api(api).list_node(_request_timeout=15).items
         except Exception as exc:  # any failure to reach the API is the status, not a crash
@@ -60,7 +61,7 @@ class KubeconfigProvider:
                                  status_reason=str(exc).splitlines()[0][:300])
         groups: dict[str, int] = {}
         for node in nodes:
-            labels = node.metadata.labels or {}
+            labels = (node.metadata.labels if node.metadata else None) or {}
             group = labels.get("magnum.openstack.org/nodegroup") or labels.get(
                 "node.kubernetes.io/instance-type", "nodes")
             groups[group] = groups.get(group, 0) + 1

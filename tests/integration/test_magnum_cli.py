@@ -123,7 +123,7 @@ def test_failed_nodegroup_rolls_back_everything(emulator: Emulator, tmp_path: Pa
 def test_keep_failed_keeps_it_and_the_next_apply_replaces_it(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    path, name, _ = env_file(tmp_path)
+    path, _, _ = env_file(tmp_path)
     emulator.faults.update({"fail_nodegroups": {"gpu-a100": "Quota exceeded for cores"}})
     result = kfd(emulator, tmp_path, "apply", str(path), "--keep-failed")
     assert result.returncode == 3
@@ -154,7 +154,7 @@ def test_failed_cluster_reports_reason_and_faults(emulator: Emulator, tmp_path: 
 
 
 def test_quota_exceeded(emulator: Emulator, tmp_path: Path) -> None:
-    path, name, template = env_file(tmp_path)
+    path, _, template = env_file(tmp_path)
     emulator.faults.update({"cluster_quota": 0})
     result = kfd(emulator, tmp_path, "apply", str(path))
     assert result.returncode == 3

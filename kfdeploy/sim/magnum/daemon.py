@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -104,26 +103,37 @@ def ensure_emulator(state_dir: Path | None = None, timeout: float = 30) -> Path:
     package_root = str(Path(__file__).resolve().parents[3])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    with log_file.open("ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=env,
-            start_new_session=True,  # outlives the kfdeploy command that started it
-        )
+    _spawn_detached(cmd, env, log_file)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_file.read_text(errors="replace")[-2000:]
-            raise CloudError(
-                f"the Magnum emulator exited at start (code {proc.returncode}):\n{tail}"
-            )
         if running_url(state_dir) and clouds.exists():
             return clouds
+        if "Traceback" in log_file.read_text(errors="replace")[-4000:]:
+            tail = log_file.read_text(errors="replace")[-2000:]
+            raise CloudError(f"the Magnum emulator failed to start:\n{tail}")
         time.sleep(0.2)
     raise WaitTimeout(f"the Magnum emulator did not start within {timeout:.0f}s; see {log_file}")
+
+
+def _spawn_detached(cmd: list[str], env: dict[str, str], log_file: Path) -> None:
+    """Start `cmd` as a daemon (double fork, own session) that outlives this process and is no
+    child of it, so nobody has to reap it and no Popen object outlives its process."""
+    log_file.write_bytes(b"")  # the log of this run only: start failures are read from it
+    pid = os.fork()
+    if pid == 0:  # child: new session, fork again, exit; the grandchild becomes the daemon
+        try:
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            fd = os.open(log_file, os.O_WRONLY | os.O_APPEND)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.execve(cmd[0], cmd, env)
+        finally:
+            os._exit(127)
+    os.waitpid(pid, 0)
 
 
 def stop_emulator(

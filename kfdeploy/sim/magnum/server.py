@@ -716,7 +716,8 @@ def _cluster_view(cluster: dict[str, Any], detail: bool) -> dict[str, Any]:
     view["links"] = []
     if not detail:
         view = {k: view.get(k) for k in _CLUSTER_SUMMARY}
-    return json.loads(json.dumps(view))
+    copied: dict[str, Any] = json.loads(json.dumps(view))  # no shared mutable state leaks out
+    return copied
 
 
 def _ng_view(ng: dict[str, Any], detail: bool) -> dict[str, Any]:
@@ -725,7 +726,8 @@ def _ng_view(ng: dict[str, Any], detail: bool) -> dict[str, Any]:
         view = {k: view.get(k) for k in _NODEGROUP_SUMMARY}
     else:
         view["links"] = []
-    return json.loads(json.dumps(view))
+    copied: dict[str, Any] = json.loads(json.dumps(view))
+    return copied
 
 
 @contextlib.contextmanager

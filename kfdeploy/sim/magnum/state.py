@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import threading
@@ -89,7 +90,7 @@ class MagnumState:
                 cluster["status"] = cluster["status"].replace(IN_PROGRESS_SUFFIX, "_FAILED")
                 cluster["status_reason"] = "interrupted: the emulator restarted"
             if cluster.get("api_address"):
-                self._spawn(lambda c=cluster: self._revive(c))
+                self._spawn(functools.partial(self._revive, cluster))
         self.save()
 
     def _revive(self, cluster: dict[str, Any]) -> None:
@@ -820,7 +821,7 @@ def apply_json_patch(
 ) -> dict[str, Any]:
     """The subset of RFC 6902 Magnum accepts on its resources: replace/add/remove, one level
     (plus `/labels/<key>`); `move`/`copy`/`test` are refused like Magnum's JsonPatchType does."""
-    result = json.loads(json.dumps(obj))
+    result: dict[str, Any] = json.loads(json.dumps(obj))
     if not isinstance(ops, list):
         raise ApiError(400, "Bad Request", "Invalid patch: expected a list of operations")
     for op in ops:

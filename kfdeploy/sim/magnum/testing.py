@@ -1,10 +1,10 @@
 """Helpers for tests that run kfdeploy against the in-process emulator.
 
-    with running(fast_config(tmp_path)) as em:
-        clouds = em.write_clouds_yaml(tmp_path / "clouds.yaml")
-        env_file = write_environment(tmp_path, "staging", cloud=LOCAL_CLOUD)
-        ...
-        assert mutating_requests(em) == []
+with running(fast_config(tmp_path)) as em:
+    clouds = em.write_clouds_yaml(tmp_path / "clouds.yaml")
+    env_file = write_environment(tmp_path, "staging", cloud=LOCAL_CLOUD)
+    ...
+    assert mutating_requests(em) == []
 """
 
 from __future__ import annotations
@@ -27,8 +27,15 @@ FAST_ENV = {
 
 
 def fast_config(state_dir: Path, backend: str = "fake", **overrides: Any) -> EmulatorConfig:
-    delays = Delays(cluster_create=1.0, cluster_delete=0.5, nodegroup_create=0.5,
-                    nodegroup_delete=0.5, resize=0.5, upgrade=0.5, update=0.3)
+    delays = Delays(
+        cluster_create=1.0,
+        cluster_delete=0.5,
+        nodegroup_create=0.5,
+        nodegroup_delete=0.5,
+        resize=0.5,
+        upgrade=0.5,
+        update=0.3,
+    )
     return EmulatorConfig(state_dir=state_dir, backend=backend, delays=delays, **overrides)
 
 
@@ -60,13 +67,25 @@ def staging_environment(cloud: str, **cluster: Any) -> dict[str, Any]:
             },
         },
         "masters": {"flavor": "m2.medium", "count": 3},
-        "workers": {"name": "default-worker", "flavor": "m2.xlarge", "count": 3, "min": 1,
-                    "max": 6},
-        "nodegroups": [{
-            "name": "gpu-a100", "flavor": "g1.a100.x2", "count": 2, "min": 0, "max": 4,
-            "gpus": 2, "labels": {"nvidia.com/gpu.present": "true"},
-            "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
-        }],
+        "workers": {
+            "name": "default-worker",
+            "flavor": "m2.xlarge",
+            "count": 3,
+            "min": 1,
+            "max": 6,
+        },
+        "nodegroups": [
+            {
+                "name": "gpu-a100",
+                "flavor": "g1.a100.x2",
+                "count": 2,
+                "min": 0,
+                "max": 4,
+                "gpus": 2,
+                "labels": {"nvidia.com/gpu.present": "true"},
+                "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
+            }
+        ],
         "create_timeout": 600,
     }
     section.update(cluster)
