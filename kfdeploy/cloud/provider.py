@@ -135,12 +135,30 @@ def get_provider(env: Environment, *, clouds_file: Path | None = None) -> Provid
         from kfdeploy.cloud.magnum.provider import MagnumProvider
 
         cloud = cluster.cloud or os.environ.get("OS_CLOUD")
-        if clouds_file is None and cloud == _local_cloud():
+        if clouds_file is None and cloud == _local_cloud() and not _user_defines(cloud):
             from kfdeploy.sim.magnum import ensure_emulator
 
             clouds_file = ensure_emulator()
         return MagnumProvider(env, cloud=cloud, clouds_file=clouds_file)
     raise ConfigError(f"unknown cluster provider {cluster.provider!r}")
+
+
+def _user_defines(cloud: str) -> bool:
+    """Whether a clouds.yaml openstacksdk would read defines `cloud` (then it wins over the
+    emulator, e.g. an emulator run by a test or on another machine)."""
+    import yaml
+
+    candidates = [os.environ.get("OS_CLIENT_CONFIG_FILE"), "clouds.yaml",
+                  "~/.config/openstack/clouds.yaml", "/etc/openstack/clouds.yaml"]
+    for candidate in filter(None, candidates):
+        path = Path(candidate).expanduser()
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and cloud in (data.get("clouds") or {}):
+            return True
+    return False
 
 
 def _local_cloud() -> str:

@@ -55,8 +55,11 @@ def env_file(tmp_path: Path, **cluster: Any) -> tuple[Path, str, str]:
 
 def kfd(em: Emulator, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = cli_env(em.config.state_dir / "clouds.yaml", KFDEPLOY_CACHE=str(tmp_path / "cache"))
-    return subprocess.run([sys.executable, "-c", MAIN, "cluster", *args], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run([sys.executable, "-c", MAIN, "cluster", *args], env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+    # OS_CLIENT_CONFIG_FILE defines kfdeploy-local: the CLI must use it, not start a daemon.
+    assert not (tmp_path / "cache" / "magnum-emulator").exists()
+    return result
 
 
 def clusters_named(em: Emulator, name: str) -> list[dict[str, Any]]:
