@@ -49,7 +49,9 @@ _TEXT_RE = re.compile(
     re.M,
 )
 # A YAML list item that is a fully qualified reference (the Jupyter spawner's image options).
-_LIST_RE = re.compile(rf"""^(?P<pre>[ \t]*-[ \t]+["']?)(?P<ref>{_REF})(?P<post>["']?)[ \t]*$""", re.M)
+_LIST_RE = re.compile(
+    rf"""^(?P<pre>[ \t]*-[ \t]+["']?)(?P<ref>{_REF})(?P<post>["']?)[ \t]*$""", re.M
+)
 _HUB_RE = re.compile(rf"""(?P<pre>"hub"\s*:\s*")(?P<ref>{_HOST}(?:/{_COMPONENT})*)(?P<post>")""")
 _ARG_RE = re.compile(rf"^(?P<pre>--[\w-]*image[\w-]*=)(?P<ref>{_REF})$", re.I)
 _ARG_FLAG_RE = re.compile(r"^--[\w-]*image[\w-]*$", re.I)
@@ -209,8 +211,12 @@ def _visit_text(key: str, text: str, fn: Visitor) -> str:
     text = _TEXT_RE.sub(sub, text)
     text = _LIST_RE.sub(sub_item, text)
     if '"hub"' in text:
-        text = _HUB_RE.sub(lambda m: m.group("pre") + fn(m.group("ref") + "/", where + " (hub)")[:-1]
-                           + m.group("post"), text)
+        text = _HUB_RE.sub(
+            lambda m: (
+                m.group("pre") + fn(m.group("ref") + "/", where + " (hub)")[:-1] + m.group("post")
+            ),
+            text,
+        )
     return text
 
 
@@ -271,7 +277,9 @@ def collect_images(objects: Iterable[RenderedObject]) -> list[ImageRef]:
     for ro in objects:
         sources = source_map(ro.obj)
 
-        def record(ref: str, where: str, _ro: RenderedObject = ro, _src: dict[str, str] = sources) -> str:
+        def record(
+            ref: str, where: str, _ro: RenderedObject = ro, _src: dict[str, str] = sources
+        ) -> str:
             if ref.endswith("/"):  # an Istio hub: the images it composes are added below
                 return ref
             item = found.setdefault(ref, ImageRef(ref, _src.get(ref, ref)))

@@ -27,7 +27,12 @@ from typing import Any
 
 import yaml
 
-from kfdeploy.config.model import Environment, GpuOverlay, ProductionSizingOverlay, RegistryMirrorOverlay
+from kfdeploy.config.model import (
+    Environment,
+    GpuOverlay,
+    ProductionSizingOverlay,
+    RegistryMirrorOverlay,
+)
 from kfdeploy.errors import ConfigError
 from kfdeploy.render import images, secrets
 
@@ -41,7 +46,9 @@ _PATCH_ONLY = ("sim", "sso", "storage-class", "production-sizing")
 
 
 def overlays_dir() -> Path:
-    return Path(os.environ.get("KFDEPLOY_OVERLAYS") or Path(__file__).resolve().parents[2] / "overlays")
+    return Path(
+        os.environ.get("KFDEPLOY_OVERLAYS") or Path(__file__).resolve().parents[2] / "overlays"
+    )
 
 
 def site_params(env: Environment) -> dict[str, str]:
@@ -160,14 +167,18 @@ def mirror_objects(objs: list[Obj], mirror: RegistryMirrorOverlay) -> None:
         # Istio composes its sidecar image from hub + name + tag; record the pair before the
         # hub is rewritten, since the composed name appears nowhere in the object.
         for ref in images.istio_hub_images(o):
-            record(images.mirror_reference(ref, mirror.prefix, mirror.keep_registry_host), ref, mapping)
+            record(
+                images.mirror_reference(ref, mirror.prefix, mirror.keep_registry_host), ref, mapping
+            )
         images.visit_images(o, rewrite)
         if not mapping:
             continue
         annotations = o.setdefault("metadata", {}).setdefault("annotations", {})
         old = images.source_map(o)
         old.update(mapping)
-        annotations[images.SOURCE_ANNOTATION] = json.dumps(old, sort_keys=True, separators=(",", ":"))
+        annotations[images.SOURCE_ANNOTATION] = json.dumps(
+            old, sort_keys=True, separators=(",", ":")
+        )
 
 
 # ---- storage class --------------------------------------------------------------------------------
@@ -202,7 +213,9 @@ def _gpu(o: Obj, gpu: GpuOverlay) -> None:
             spec["nodeSelector"] = dict(gpu.node_selector)
         spec["tolerations"] = _tolerations(gpu)
     elif kind == "ConfigMap" and "spawner_ui_config.yaml" in (o.get("data") or {}):
-        o["data"]["spawner_ui_config.yaml"] = spawner_config(o["data"]["spawner_ui_config.yaml"], gpu)
+        o["data"]["spawner_ui_config.yaml"] = spawner_config(
+            o["data"]["spawner_ui_config.yaml"], gpu
+        )
     elif kind == "ClusterTrainingRuntime":
         for rj in o.get("spec", {}).get("template", {}).get("spec", {}).get("replicatedJobs") or []:
             # Only the training nodes run on GPUs; initializers (dataset/model download) do not.
@@ -235,7 +248,10 @@ def spawner_config(text: str, gpu: GpuOverlay) -> str:
     if gpu.node_selector:
         aff = cfg.setdefault("affinityConfig", {})
         aff.setdefault("options", [])
-        terms = [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(gpu.node_selector.items())]
+        terms = [
+            {"key": k, "operator": "In", "values": [v]}
+            for k, v in sorted(gpu.node_selector.items())
+        ]
         aff["options"] = [x for x in aff["options"] if x.get("configKey") != "gpu-nodes"] + [
             {
                 "configKey": "gpu-nodes",
@@ -298,7 +314,9 @@ def _production_sizing(objs: list[Obj], sizing: ProductionSizingOverlay) -> list
 
 def render_settings(env: Environment) -> dict[str, Any]:
     """The parts of the environment that change rendered output (the cache key hashes these)."""
-    settings = env.model_dump(mode="json", include={"kubeflow", "site", "overlays", "secrets", "simulated"})
+    settings = env.model_dump(
+        mode="json", include={"kubeflow", "site", "overlays", "secrets", "simulated"}
+    )
     # The Python rewrites are inputs too: a change to them must not serve a stale render.
     h = hashlib.sha256()
     for mod in ("overlays.py", "images.py", "secrets.py"):

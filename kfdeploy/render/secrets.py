@@ -76,7 +76,13 @@ class Target:
 
 TARGETS: tuple[Target, ...] = (
     Target("oauth2-proxy", "oauth2-proxy", "client-secret", "oidc-client-secret", "oauth2-proxy"),
-    Target("oauth2-proxy", "oauth2-proxy", "cookie-secret", "oauth2-proxy-cookie-secret", "oauth2-proxy"),
+    Target(
+        "oauth2-proxy",
+        "oauth2-proxy",
+        "cookie-secret",
+        "oauth2-proxy-cookie-secret",
+        "oauth2-proxy",
+    ),
     Target("dex", "dex-oidc-client", "OIDC_CLIENT_SECRET", "oidc-client-secret", "auth"),
     # KFP's object store (MinIO in v1.11.0, SeaweedFS in 26.03) reads the same Secret.
     Target("pipelines", "mlpipeline-minio-artifact", "accesskey", "kfp-object-store-access-key"),
@@ -195,7 +201,8 @@ def read_source(
             raise ConfigError(
                 f"environment variable {source.env} is not set; expected the value of secret {name} "
                 f"(export {source.env}=... before applying)",
-                file=env_file, key=f"secrets.{name}.env",
+                file=env_file,
+                key=f"secrets.{name}.env",
             )
     elif source.file:
         path = Path(source.file).expanduser()
@@ -206,26 +213,30 @@ def read_source(
         except FileNotFoundError as exc:
             raise ConfigError(
                 f"file {path} not found; expected a file holding the value of secret {name}",
-                file=env_file, key=f"secrets.{name}.file",
+                file=env_file,
+                key=f"secrets.{name}.file",
             ) from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(
                 f"cannot read {path}: {exc.__class__.__name__}; expected a readable UTF-8 file "
                 f"holding the value of secret {name}",
-                file=env_file, key=f"secrets.{name}.file",
+                file=env_file,
+                key=f"secrets.{name}.file",
             ) from exc
         value = value[:-1] if value.endswith("\n") else value
         value = value[:-1] if value.endswith("\r") else value
         if not value:
             raise ConfigError(
                 f"file {path} is empty; expected the value of secret {name}",
-                file=env_file, key=f"secrets.{name}.file",
+                file=env_file,
+                key=f"secrets.{name}.file",
             )
     else:
         if generated is None:
             raise ConfigError(
                 f"secret {name} is generated in the cluster, but no cluster store was given",
-                file=env_file, key=f"secrets.{name}.generate",
+                file=env_file,
+                key=f"secrets.{name}.generate",
             )
         value = generated(name, source.length)
     SecretRedactor.register(value)
@@ -244,7 +255,8 @@ def _check(name: str, value: str, env_file: str | None, source: SecretSource) ->
             raise ConfigError(
                 f"oauth2-proxy needs a cookie secret of 16, 24 or 32 bytes (or their base64); got "
                 f"{len(value.encode())} bytes",
-                file=env_file, key=f"secrets.{name}.{which}",
+                file=env_file,
+                key=f"secrets.{name}.{which}",
             )
 
 
@@ -269,7 +281,8 @@ def resolve_secrets(
                 raise ConfigError(
                     f"the render holds a placeholder for secret {name}, but the environment names no "
                     f"source for it; expected secrets.{name} with env, file or generate",
-                    file=env_file, key=f"secrets.{name}",
+                    file=env_file,
+                    key=f"secrets.{name}",
                 )
             values[name] = read_source(name, source, generated_lookup, env_file=env_file)
         return values[name]

@@ -44,7 +44,11 @@ def test_parse(ref: str, expected: tuple[str, str, str, str]) -> None:
         ("busybox:1.28", False, f"{PREFIX}/library/busybox:1.28"),
         ("busybox:1.28", True, f"{PREFIX}/docker.io/library/busybox:1.28"),
         ("gcr.io/istio-release/proxyv2:1.28.0", False, f"{PREFIX}/istio-release/proxyv2:1.28.0"),
-        ("gcr.io/istio-release/proxyv2:1.28.0", True, f"{PREFIX}/gcr.io/istio-release/proxyv2:1.28.0"),
+        (
+            "gcr.io/istio-release/proxyv2:1.28.0",
+            True,
+            f"{PREFIX}/gcr.io/istio-release/proxyv2:1.28.0",
+        ),
         ("x.io/a/b@sha256:" + "0" * 64, False, f"{PREFIX}/a/b@sha256:" + "0" * 64),
         # already mirrored: unchanged (transform may run on its own output)
         (f"{PREFIX}/a/b:1", False, f"{PREFIX}/a/b:1"),
@@ -57,14 +61,20 @@ def test_mirror_reference(ref: str, keep: bool, expected: str) -> None:
 def test_mirror_hub_matches_composed_image() -> None:
     # Istio composes <hub>/<image>:<tag>; the mirrored hub must compose the mirrored image.
     hub = mirror_hub("gcr.io/istio-release", PREFIX, True)
-    assert f"{hub}/proxyv2:1.28.0" == mirror_reference("gcr.io/istio-release/proxyv2:1.28.0", PREFIX, True)
+    assert f"{hub}/proxyv2:1.28.0" == mirror_reference(
+        "gcr.io/istio-release/proxyv2:1.28.0", PREFIX, True
+    )
 
 
 def _deployment() -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "ml-pipeline", "namespace": "kubeflow", "annotations": {"note": "image: a/b:1"}},
+        "metadata": {
+            "name": "ml-pipeline",
+            "namespace": "kubeflow",
+            "annotations": {"note": "image: a/b:1"},
+        },
         "spec": {
             "template": {
                 "spec": {
@@ -73,10 +83,16 @@ def _deployment() -> dict[str, Any]:
                         {
                             "name": "api",
                             "image": "ghcr.io/kubeflow/kfp-api-server:2.16.0",
-                            "args": ["--executor-image", "quay.io/argoproj/argoexec:v3.7.3",
-                                     "--acme-http01-solver-image=quay.io/jetstack/acmesolver:v1"],
+                            "args": [
+                                "--executor-image",
+                                "quay.io/argoproj/argoexec:v3.7.3",
+                                "--acme-http01-solver-image=quay.io/jetstack/acmesolver:v1",
+                            ],
                             "env": [
-                                {"name": "V2_DRIVER_IMAGE", "value": "ghcr.io/kubeflow/kfp-driver:2.16.0"},
+                                {
+                                    "name": "V2_DRIVER_IMAGE",
+                                    "value": "ghcr.io/kubeflow/kfp-driver:2.16.0",
+                                },
                                 {"name": "IMAGE_PULL_POLICY", "value": "IfNotPresent"},
                                 {"name": "VERSION", "value": "2.16.0"},
                                 {"name": "TEMPLATED_IMAGE", "value": "$(REGISTRY)/x:1"},
@@ -103,8 +119,14 @@ runtime:
 KSERVE_AGENT = '{\n    "image" : "kserve/agent:v0.16.0",\n    "memoryRequest": "100Mi"\n}'
 
 ISTIO_VALUES = json.dumps(
-    {"global": {"hub": "gcr.io/istio-release", "tag": "1.29.0", "proxy": {"image": "proxyv2"},
-                "proxy_init": {"image": "proxyv2"}}}
+    {
+        "global": {
+            "hub": "gcr.io/istio-release",
+            "tag": "1.29.0",
+            "proxy": {"image": "proxyv2"},
+            "proxy_init": {"image": "proxyv2"},
+        }
+    }
 )
 
 ISTIO_TEMPLATE = """\
@@ -133,14 +155,28 @@ spawnerFormDefaults:
 
 def _configmaps() -> list[dict[str, Any]]:
     def cm(name: str, data: dict[str, str]) -> dict[str, Any]:
-        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "ns"}, "data": data}
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "ns"},
+            "data": data,
+        }
 
     return [
         cm("katib-config", {"katib-config.yaml": KATIB_CONFIG}),
-        cm("inferenceservice-config", {"agent": KSERVE_AGENT, "_example": '"image" : "kserve/old:1"'}),
+        cm(
+            "inferenceservice-config",
+            {"agent": KSERVE_AGENT, "_example": '"image" : "kserve/old:1"'},
+        ),
         cm("istio-sidecar-injector", {"values": ISTIO_VALUES, "config": ISTIO_TEMPLATE}),
-        cm("config-deployment", {"queue-sidecar-image": "gcr.io/knative-releases/queue@sha256:" + "b" * 64}),
-        cm("pipeline-install-config", {"cacheImage": "ghcr.io/containerd/busybox", "appName": "pipeline"}),
+        cm(
+            "config-deployment",
+            {"queue-sidecar-image": "gcr.io/knative-releases/queue@sha256:" + "b" * 64},
+        ),
+        cm(
+            "pipeline-install-config",
+            {"cacheImage": "ghcr.io/containerd/busybox", "appName": "pipeline"},
+        ),
         cm("jupyter-web-app-config", {"spawner_ui_config.yaml": SPAWNER}),
         cm("tensorboard-config", {"TENSORBOARD_IMAGE": "tensorflow/tensorflow:2.5.1"}),
     ]
@@ -148,10 +184,18 @@ def _configmaps() -> list[dict[str, Any]]:
 
 def _crs() -> list[dict[str, Any]]:
     return [
-        {"apiVersion": "serving.kserve.io/v1alpha1", "kind": "ClusterServingRuntime",
-         "metadata": {"name": "sk"}, "spec": {"containers": [{"name": "c", "image": "kserve/sklearnserver:v0.16.0"}]}},
-        {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-         "metadata": {"name": "x"}, "spec": {"versions": [{"schema": {"image": "not/an-image:1"}}]}},
+        {
+            "apiVersion": "serving.kserve.io/v1alpha1",
+            "kind": "ClusterServingRuntime",
+            "metadata": {"name": "sk"},
+            "spec": {"containers": [{"name": "c", "image": "kserve/sklearnserver:v0.16.0"}]},
+        },
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "x"},
+            "spec": {"versions": [{"schema": {"image": "not/an-image:1"}}]},
+        },
     ]
 
 
@@ -229,9 +273,16 @@ def test_mirror_is_idempotent() -> None:
 
 def test_mirror_collision_without_registry_host_is_refused() -> None:
     objs = [
-        {"kind": "Pod", "metadata": {"name": "p"},
-         "spec": {"containers": [{"name": "a", "image": "ghcr.io/kubeflow/x:1"},
-                                 {"name": "b", "image": "docker.io/kubeflow/x:1"}]}}
+        {
+            "kind": "Pod",
+            "metadata": {"name": "p"},
+            "spec": {
+                "containers": [
+                    {"name": "a", "image": "ghcr.io/kubeflow/x:1"},
+                    {"name": "b", "image": "docker.io/kubeflow/x:1"},
+                ]
+            },
+        }
     ]
     with pytest.raises(ConfigError, match="keep_registry_host"):
         mirror_objects(objs, RegistryMirrorOverlay(prefix=PREFIX))
@@ -242,5 +293,8 @@ def test_source_annotation_is_json_mapping() -> None:
     objs = [_deployment()]
     mirror_objects(objs, RegistryMirrorOverlay(prefix=PREFIX))
     mapping = images.source_map(objs[0])
-    assert mapping[f"{PREFIX}/kubeflow/kfp-api-server:2.16.0"] == "ghcr.io/kubeflow/kfp-api-server:2.16.0"
+    assert (
+        mapping[f"{PREFIX}/kubeflow/kfp-api-server:2.16.0"]
+        == "ghcr.io/kubeflow/kfp-api-server:2.16.0"
+    )
     assert objs[0]["metadata"]["annotations"]["note"] == "image: a/b:1"

@@ -37,7 +37,11 @@ Obj = dict[str, Any]
 
 def _write(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = data if isinstance(data, str) else yaml.safe_dump_all(data if isinstance(data, list) else [data])
+    text = (
+        data
+        if isinstance(data, str)
+        else yaml.safe_dump_all(data if isinstance(data, list) else [data])
+    )
     path.write_text(text, encoding="utf-8")
 
 
@@ -47,21 +51,39 @@ def work(tmp_path: Path, manifests_dir: Path) -> Path:
     (tmp_path / "overlays").symlink_to(overlays_dir())
     (tmp_path / "r26").symlink_to(manifests_dir / "26.03")
     (tmp_path / "r111").symlink_to(manifests_dir / "v1.11.0")
-    _write(tmp_path / "params" / "kustomization.yaml",
-           {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-            "resources": ["site-params.yaml"]})
-    _write(tmp_path / "params" / "site-params.yaml",
-           {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "kfdeploy-site-params",
-                         "annotations": {"config.kubernetes.io/local-config": "true"}},
-            "data": PARAMS})
+    _write(
+        tmp_path / "params" / "kustomization.yaml",
+        {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": ["site-params.yaml"],
+        },
+    )
+    _write(
+        tmp_path / "params" / "site-params.yaml",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "kfdeploy-site-params",
+                "annotations": {"config.kubernetes.io/local-config": "true"},
+            },
+            "data": PARAMS,
+        },
+    )
     return tmp_path
 
 
 def build(work: Path, name: str, resources: list[str], components: list[str]) -> list[Obj]:
-    _write(work / name / "kustomization.yaml",
-           {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-            "resources": [*resources, "../params"], "components": [f"../overlays/{c}" for c in components]})
+    _write(
+        work / name / "kustomization.yaml",
+        {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [*resources, "../params"],
+            "components": [f"../overlays/{c}" for c in components],
+        },
+    )
     kz = kustomize.find_kustomize()
     return kustomize.to_objects(kz, kustomize.build(kz, work / name))
 
@@ -72,7 +94,9 @@ def find(objs: list[Obj], kind: str, name: str) -> Obj:
 
 @pytest.mark.parametrize("release", ["r26", "r111"])
 def test_sim_removes_webhooks_and_conversion(work: Path, release: str) -> None:
-    objs = build(work, "pvc", [f"../{release}/applications/pvcviewer-controller/upstream/base"], ["sim"])
+    objs = build(
+        work, "pvc", [f"../{release}/applications/pvcviewer-controller/upstream/base"], ["sim"]
+    )
     kinds = {o["kind"] for o in objs}
     assert not kinds & {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
     crd = find(objs, "CustomResourceDefinition", "pvcviewers.kubeflow.org")
@@ -83,18 +107,45 @@ def test_sim_removes_webhooks_and_conversion(work: Path, release: str) -> None:
 
 
 def test_sim_removes_apiservices_and_keeps_unrelated_objects(work: Path) -> None:
-    _write(work / "fx" / "res.yaml", [
-        {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": "v1beta1.metrics.k8s.io"},
-         "spec": {"service": {"name": "metrics-server", "namespace": "kube-system"}, "group": "metrics.k8s.io",
-                  "version": "v1beta1", "groupPriorityMinimum": 100, "versionPriority": 100}},
-        {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "as.x.io"},
-         "spec": {"group": "x.io", "names": {"kind": "A", "plural": "as"}, "scope": "Namespaced", "versions": []}},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep", "namespace": "x"}},
-    ])
+    _write(
+        work / "fx" / "res.yaml",
+        [
+            {
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {"name": "v1beta1.metrics.k8s.io"},
+                "spec": {
+                    "service": {"name": "metrics-server", "namespace": "kube-system"},
+                    "group": "metrics.k8s.io",
+                    "version": "v1beta1",
+                    "groupPriorityMinimum": 100,
+                    "versionPriority": 100,
+                },
+            },
+            {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": "as.x.io"},
+                "spec": {
+                    "group": "x.io",
+                    "names": {"kind": "A", "plural": "as"},
+                    "scope": "Namespaced",
+                    "versions": [],
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "keep", "namespace": "x"},
+            },
+        ],
+    )
     _write(work / "fx" / "kustomization.yaml", {"resources": ["res.yaml"]})
     objs = build(work, "b", ["../fx"], ["sim"])
     assert sorted(o["kind"] for o in objs) == ["ConfigMap", "CustomResourceDefinition"]
-    assert find(objs, "CustomResourceDefinition", "as.x.io")["spec"]["conversion"] == {"strategy": "None"}
+    assert find(objs, "CustomResourceDefinition", "as.x.io")["spec"]["conversion"] == {
+        "strategy": "None"
+    }
 
 
 @pytest.mark.parametrize("release", ["r26", "r111"])
@@ -119,8 +170,11 @@ def test_sso_points_oauth2_proxy_and_istio_at_the_issuer(work: Path, release: st
     assert params["data"]["FORCE_HTTPS"] == "true"
     assert params["data"]["ALLOW_SELF_SIGNED_ISSUER"] == "false"
     # the Deployment refers to the patched ConfigMap (kustomize re-hashed its name)
-    refs = {e["valueFrom"]["configMapKeyRef"]["name"] for e in container["env"]
-            if "configMapKeyRef" in e.get("valueFrom", {})}
+    refs = {
+        e["valueFrom"]["configMapKeyRef"]["name"]
+        for e in container["env"]
+        if "configMapKeyRef" in e.get("valueFrom", {})
+    }
     assert refs == {params["metadata"]["name"]}
     ra = find(objs, "RequestAuthentication", "dex-jwt")
     (rule,) = ra["spec"]["jwtRules"]
@@ -132,18 +186,40 @@ def test_sso_points_oauth2_proxy_and_istio_at_the_issuer(work: Path, release: st
 
 
 def test_storage_class_on_every_claim(work: Path) -> None:
-    _write(work / "fx" / "res.yaml", [
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "a", "namespace": "x"},
-         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "b", "namespace": "x"},
-         "spec": {"storageClassName": "old", "resources": {"requests": {"storage": "1Gi"}}}},
-    ])
+    _write(
+        work / "fx" / "res.yaml",
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "a", "namespace": "x"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "b", "namespace": "x"},
+                "spec": {"storageClassName": "old", "resources": {"requests": {"storage": "1Gi"}}},
+            },
+        ],
+    )
     _write(work / "fx" / "kustomization.yaml", {"resources": ["res.yaml"]})
     objs = build(work, "b", ["../fx"], ["storage-class"])
     assert [o["spec"]["storageClassName"] for o in objs] == ["geneva-cephfs", "geneva-cephfs"]
     # upstream: Katib's MySQL claim
-    katib = build(work, "k", ["../r26/applications/katib/upstream/installs/katib-with-kubeflow"], ["storage-class"])
-    assert find(katib, "PersistentVolumeClaim", "katib-mysql")["spec"]["storageClassName"] == "geneva-cephfs"
+    katib = build(
+        work,
+        "k",
+        ["../r26/applications/katib/upstream/installs/katib-with-kubeflow"],
+        ["storage-class"],
+    )
+    assert (
+        find(katib, "PersistentVolumeClaim", "katib-mysql")["spec"]["storageClassName"]
+        == "geneva-cephfs"
+    )
 
 
 def test_gpu_device_plugin(work: Path) -> None:
@@ -151,10 +227,15 @@ def test_gpu_device_plugin(work: Path) -> None:
     objs = build(work, "b", ["../fx"], ["gpu"])
     (ds,) = objs
     assert (ds["kind"], ds["metadata"]["namespace"], ds["metadata"]["name"]) == (
-        "DaemonSet", "kube-system", "nvidia-device-plugin-daemonset")
+        "DaemonSet",
+        "kube-system",
+        "nvidia-device-plugin-daemonset",
+    )
     spec = ds["spec"]["template"]["spec"]
     assert spec["containers"][0]["image"] == PARAMS["gpu-device-plugin-image"]
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec[
+        "tolerations"
+    ]
     assert spec["priorityClassName"] == "system-node-critical"
 
 
@@ -170,7 +251,9 @@ SIZED = {
 
 @pytest.mark.parametrize("release", ["r26", "r111"])
 @pytest.mark.parametrize("component", sorted(SIZED))
-def test_production_sizing_adds_requests_never_containers(work: Path, release: str, component: str) -> None:
+def test_production_sizing_adds_requests_never_containers(
+    work: Path, release: str, component: str
+) -> None:
     path = SIZED[component]
     if release == "r26" and component == "cert-manager":
         path = "common/cert-manager/overlays/kubeflow"
@@ -179,8 +262,11 @@ def test_production_sizing_adds_requests_never_containers(work: Path, release: s
     patched = _patched_deployments()
 
     def containers(objs: list[Obj]) -> dict[str, list[str]]:
-        return {o["metadata"]["name"]: [c["name"] for c in o["spec"]["template"]["spec"]["containers"]]
-                for o in objs if o["kind"] == "Deployment"}
+        return {
+            o["metadata"]["name"]: [c["name"] for c in o["spec"]["template"]["spec"]["containers"]]
+            for o in objs
+            if o["kind"] == "Deployment"
+        }
 
     assert containers(sized) == containers(plain)
     hit = 0
@@ -188,7 +274,9 @@ def test_production_sizing_adds_requests_never_containers(work: Path, release: s
         if o["kind"] != "Deployment":
             continue
         for c in o["spec"]["template"]["spec"]["containers"]:
-            assert c.get("image"), f"{o['metadata']['name']}/{c['name']} has no image: a patch added a container"
+            assert c.get("image"), (
+                f"{o['metadata']['name']}/{c['name']} has no image: a patch added a container"
+            )
             if (o["metadata"]["name"], c["name"]) in patched:
                 assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
                 hit += 1
@@ -218,7 +306,9 @@ def test_readme_example_builds(work: Path) -> None:
     objs = kustomize.to_objects(kz, kustomize.build(kz, work / "oauth2-proxy"))
     ra = find(objs, "RequestAuthentication", "dex-jwt")
     assert ra["spec"]["jwtRules"][0]["issuer"] == "https://auth.cern.ch/auth/realms/cern"
-    assert not any(o["kind"] == "ConfigMap" and o["metadata"]["name"] == "kfdeploy-site-params" for o in objs)
+    assert not any(
+        o["kind"] == "ConfigMap" and o["metadata"]["name"] == "kfdeploy-site-params" for o in objs
+    )
 
 
 def test_every_overlay_is_a_component() -> None:
@@ -228,5 +318,10 @@ def test_every_overlay_is_a_component() -> None:
             assert not kust.exists() and (folder / "README.md").is_file()
             continue
         data = yaml.safe_load(kust.read_text())
-        assert (data["apiVersion"], data["kind"]) == ("kustomize.config.k8s.io/v1alpha1", "Component"), folder
-        assert kust.read_text().startswith("# "), f"{folder.name}: explain the overlay in a header comment"
+        assert (data["apiVersion"], data["kind"]) == (
+            "kustomize.config.k8s.io/v1alpha1",
+            "Component",
+        ), folder
+        assert kust.read_text().startswith("# "), (
+            f"{folder.name}: explain the overlay in a header comment"
+        )

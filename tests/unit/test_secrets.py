@@ -42,9 +42,18 @@ def _env(secret_sources: dict[str, Any], simulated: bool = False) -> Environment
     )
 
 
-def _secret(name: str, ns: str, *, data: dict[str, str] | None = None,
-            string_data: dict[str, str] | None = None) -> dict[str, Any]:
-    o: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}}
+def _secret(
+    name: str,
+    ns: str,
+    *,
+    data: dict[str, str] | None = None,
+    string_data: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    o: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+    }
     if data is not None:
         o["data"] = data
     if string_data is not None:
@@ -56,39 +65,84 @@ def upstream() -> dict[str, list[dict[str, Any]]]:
     """The upstream defaults as 26.03 renders them, per component."""
     return {
         "oauth2-proxy": [
-            _secret("oauth2-proxy-h675gf55ht", "oauth2-proxy", data={
-                "client-id": _b64("kubeflow-oidc-authservice"),
-                "client-secret": _b64("pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok"),
-                "cookie-secret": _b64("7d16fee92f8d11b8940b081b3f8b8acb"),
-            })
+            _secret(
+                "oauth2-proxy-h675gf55ht",
+                "oauth2-proxy",
+                data={
+                    "client-id": _b64("kubeflow-oidc-authservice"),
+                    "client-secret": _b64("pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok"),
+                    "cookie-secret": _b64("7d16fee92f8d11b8940b081b3f8b8acb"),
+                },
+            )
         ],
         "dex": [
-            _secret("dex-oidc-client", "auth", data={
-                "OIDC_CLIENT_ID": _b64("kubeflow-oidc-authservice"),
-                "OIDC_CLIENT_SECRET": _b64("pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok"),
-            })
+            _secret(
+                "dex-oidc-client",
+                "auth",
+                data={
+                    "OIDC_CLIENT_ID": _b64("kubeflow-oidc-authservice"),
+                    "OIDC_CLIENT_SECRET": _b64("pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok"),
+                },
+            )
         ],
         "pipelines": [
-            _secret("mlpipeline-minio-artifact", "kubeflow", string_data={"accesskey": "minio", "secretkey": "minio123"}),
+            _secret(
+                "mlpipeline-minio-artifact",
+                "kubeflow",
+                string_data={"accesskey": "minio", "secretkey": "minio123"},
+            ),
             _secret("mysql-secret", "kubeflow", string_data={"password": "", "username": "root"}),
             {
-                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "mysql", "namespace": "kubeflow"},
-                "spec": {"template": {"spec": {"containers": [
-                    {"name": "mysql", "image": "mysql:8.4", "env": [{"name": "MYSQL_ALLOW_EMPTY_PASSWORD", "value": "true"}]}
-                ]}}},
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "mysql", "namespace": "kubeflow"},
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "mysql",
+                                    "image": "mysql:8.4",
+                                    "env": [
+                                        {"name": "MYSQL_ALLOW_EMPTY_PASSWORD", "value": "true"}
+                                    ],
+                                }
+                            ]
+                        }
+                    }
+                },
             },
         ],
         "katib": [
             _secret("katib-mysql-secrets", "kubeflow", data={"MYSQL_ROOT_PASSWORD": _b64("test")}),
             {
-                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "katib-mysql", "namespace": "kubeflow"},
-                "spec": {"template": {"spec": {"containers": [
-                    {"name": "katib-mysql", "image": "mysql:8.0", "env": [
-                        {"name": "MYSQL_ROOT_PASSWORD",
-                         "valueFrom": {"secretKeyRef": {"name": "katib-mysql-secrets", "key": "MYSQL_ROOT_PASSWORD"}}},
-                        {"name": "MYSQL_ALLOW_EMPTY_PASSWORD", "value": "true"},
-                    ]}
-                ]}}},
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "katib-mysql", "namespace": "kubeflow"},
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "katib-mysql",
+                                    "image": "mysql:8.0",
+                                    "env": [
+                                        {
+                                            "name": "MYSQL_ROOT_PASSWORD",
+                                            "valueFrom": {
+                                                "secretKeyRef": {
+                                                    "name": "katib-mysql-secrets",
+                                                    "key": "MYSQL_ROOT_PASSWORD",
+                                                }
+                                            },
+                                        },
+                                        {"name": "MYSQL_ALLOW_EMPTY_PASSWORD", "value": "true"},
+                                    ],
+                                }
+                            ]
+                        }
+                    }
+                },
             },
         ],
     }
@@ -100,7 +154,10 @@ ALL_FROM_ENV = {name: {"env": f"T_{name.upper().replace('-', '_')}"} for name in
 def _render(env: Environment) -> list[RenderedObject]:
     out = []
     for component, objs in upstream().items():
-        out += [RenderedObject(component, o) for o in placeholder_secrets(env, component, copy.deepcopy(objs))]
+        out += [
+            RenderedObject(component, o)
+            for o in placeholder_secrets(env, component, copy.deepcopy(objs))
+        ]
     return out
 
 
@@ -109,11 +166,16 @@ def test_upstream_defaults_are_refused_outside_simulated() -> None:
     objs = [RenderedObject(c, o) for c, os_ in upstream().items() for o in os_]
     rules = [f for f in validate(env, objs) if f.rule == "default-credentials"]
     assert {f.object.split()[-1] for f in rules} >= {
-        "oauth2-proxy/oauth2-proxy-h675gf55ht", "auth/dex-oidc-client", "kubeflow/mlpipeline-minio-artifact",
-        "kubeflow/mysql-secret", "kubeflow/katib-mysql-secrets",
+        "oauth2-proxy/oauth2-proxy-h675gf55ht",
+        "auth/dex-oidc-client",
+        "kubeflow/mlpipeline-minio-artifact",
+        "kubeflow/mysql-secret",
+        "kubeflow/katib-mysql-secrets",
     }
     # simulated: allowed
-    assert not [f for f in validate(_env({}, simulated=True), objs) if f.rule == "default-credentials"]
+    assert not [
+        f for f in validate(_env({}, simulated=True), objs) if f.rule == "default-credentials"
+    ]
 
 
 def test_placeholders_replace_every_default() -> None:
@@ -121,7 +183,11 @@ def test_placeholders_replace_every_default() -> None:
     rendered = _render(env)
     assert not [f for f in validate(env, rendered) if f.rule == "default-credentials"]
     text = json.dumps([r.obj for r in rendered])
-    for default in ("pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok", "7d16fee92f8d11b8940b081b3f8b8acb", "minio123"):
+    for default in (
+        "pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok",
+        "7d16fee92f8d11b8940b081b3f8b8acb",
+        "minio123",
+    ):
         assert default not in text
         assert _b64(default) not in text
     assert placeholders_in([r.obj for r in rendered]) == set(SECRET_NAMES)
@@ -138,31 +204,44 @@ def test_kfp_mysql_gets_the_root_password_and_loses_empty_password() -> None:
     rendered = _render(_env(ALL_FROM_ENV))
     mysql = next(r.obj for r in rendered if r.kind == "Deployment" and r.name == "mysql")
     env = mysql["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env == [{"name": "MYSQL_ROOT_PASSWORD",
-                    "valueFrom": {"secretKeyRef": {"name": "mysql-secret", "key": "password"}}}]
+    assert env == [
+        {
+            "name": "MYSQL_ROOT_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "mysql-secret", "key": "password"}},
+        }
+    ]
     katib = next(r.obj for r in rendered if r.kind == "Deployment" and r.name == "katib-mysql")
-    assert [e["name"] for e in katib["spec"]["template"]["spec"]["containers"][0]["env"]] == ["MYSQL_ROOT_PASSWORD"]
+    assert [e["name"] for e in katib["spec"]["template"]["spec"]["containers"][0]["env"]] == [
+        "MYSQL_ROOT_PASSWORD"
+    ]
 
 
 def test_only_named_secrets_are_replaced() -> None:
     rendered = _render(_env({"katib-db-password": {"generate": True}}))
     assert placeholders_in([r.obj for r in rendered]) == {"katib-db-password"}
     mysql = next(r.obj for r in rendered if r.kind == "Deployment" and r.name == "mysql")
-    assert mysql["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"] == "MYSQL_ALLOW_EMPTY_PASSWORD"
+    assert (
+        mysql["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"]
+        == "MYSQL_ALLOW_EMPTY_PASSWORD"
+    )
 
 
-def test_resolve_from_env_file_and_generate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resolve_from_env_file_and_generate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "client-secret").write_text("file-client-secret-value\n")
     env_file = tmp_path / "envs" / "e.yaml"
     env_file.parent.mkdir()
-    env = _env({
-        "oidc-client-secret": {"file": "../client-secret"},
-        "oauth2-proxy-cookie-secret": {"generate": True, "length": 32},
-        "kfp-object-store-access-key": {"env": "T_ACCESS"},
-        "kfp-object-store-secret-key": {"env": "T_SECRET"},
-        "kfp-db-password": {"generate": True},
-        "katib-db-password": {"env": "T_KATIB"},
-    })
+    env = _env(
+        {
+            "oidc-client-secret": {"file": "../client-secret"},
+            "oauth2-proxy-cookie-secret": {"generate": True, "length": 32},
+            "kfp-object-store-access-key": {"env": "T_ACCESS"},
+            "kfp-object-store-secret-key": {"env": "T_SECRET"},
+            "kfp-db-password": {"generate": True},
+            "katib-db-password": {"env": "T_KATIB"},
+        }
+    )
     monkeypatch.setenv("T_ACCESS", "access-value-1")
     monkeypatch.setenv("T_SECRET", "secret-value-22")
     monkeypatch.setenv("T_KATIB", "katib-value-333")
@@ -196,7 +275,9 @@ def test_resolve_from_env_file_and_generate(tmp_path: Path, monkeypatch: pytest.
         assert v not in SecretRedactor.redact(f"applying {v}")
 
 
-def test_resolved_values_never_reach_a_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resolved_values_never_reach_a_log(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("T_KATIB", "katib-root-pw-xyz")
     env = _env({"katib-db-password": {"env": "T_KATIB"}})
     out = resolve_secrets([r.obj for r in _render(env)], env, None)
@@ -247,7 +328,9 @@ def test_placeholder_without_a_source_is_refused() -> None:
 def test_cookie_secret_length_is_checked(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("T_COOKIE", value)
     env = _env({"oauth2-proxy-cookie-secret": {"env": "T_COOKIE"}})
-    with pytest.raises(ConfigError, match=r"secrets\.oauth2-proxy-cookie-secret\.env: .*16, 24 or 32 bytes"):
+    with pytest.raises(
+        ConfigError, match=r"secrets\.oauth2-proxy-cookie-secret\.env: .*16, 24 or 32 bytes"
+    ):
         resolve_secrets([r.obj for r in _render(env)], env, None)
 
 
