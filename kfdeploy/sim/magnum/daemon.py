@@ -183,4 +183,4 @@ def serve(state_dir: Path, port: int, config_file: Path | None) -> None:
     destroy = (state_dir / "destroy-on-exit").exists()
     em.shutdown(destroy_clusters=destroy)
     (state_dir / "destroy-on-exit").unlink(missing_ok=True)
-    (state_dir / "emulator.json").unlink(missing_ok=True)
+    # emulator.json stays: its dead pid says "not running", its port is reused on restart
