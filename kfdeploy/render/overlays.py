@@ -101,6 +101,8 @@ def kustomize_components(env: Environment, component: str) -> list[str]:
     """Overlay folders (relative to overlays/) added to this component's build."""
     out: list[str] = []
     for name in env.overlays.enabled():
+        if name == "sim" and env.overlays.sim is not None and not env.overlays.sim.remove_webhooks:
+            continue  # a simulation that runs the webhooks' backends for real (advanced use)
         if name in _PATCH_ONLY:
             out.append(name)
         elif name == "gpu":

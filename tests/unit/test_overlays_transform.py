@@ -78,7 +78,7 @@ def test_patch_only_overlays_go_everywhere_device_plugin_once() -> None:
         "production-sizing",
     ]
     assert kustomize_components(env, "kserve") == ["sim", "storage-class", "production-sizing"]
-    off = _env({"gpu": {"device_plugin": False}})
+    off = _env({"gpu": {"device_plugin": False}, "sim": {"remove_webhooks": False}})
     assert kustomize_components(off, "cert-manager") == []
 
 
