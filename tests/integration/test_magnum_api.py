@@ -251,3 +251,55 @@ def test_full_cycle_sends_microversion_and_survives_token_expiry(
                 if r["method"] == "POST" and r["path"] == "/identity/v3/auth/tokens")
     assert auths >= auth_before + 2  # the first token, and the re-authentication
     assert any(r["count"] > 0 for r in api if r["method"] == "DELETE")
+
+
+# ---- provider behaviour that needs no real nodes ---------------------------------------------
+
+
+def test_dropped_202_is_detected_and_reissued(emulator: Emulator, tmp_path: Path) -> None:
+    clouds = emulator.config.state_dir / "clouds.yaml"
+    data = staging_environment(LOCAL_CLOUD, name="drops", nodegroups=[])
+    env = load_environment(str(write_environment(tmp_path, "drops", data))).env
+    provider = MagnumProvider(env, clouds_file=clouds, waits=FAST)
+    provider.apply(provider.plan(env))
+    bigger = dict(data)
+    bigger["cluster"] = {**data["cluster"], "workers": {
+        "name": "default-worker", "flavor": "m2.xlarge", "count": 5, "min": 1, "max": 6}}
+    env5 = load_environment(str(write_environment(tmp_path, "drops", bigger))).env
+    provider5 = MagnumProvider(env5, clouds_file=clouds, waits=FAST)
+    emulator.faults.update({"drop_actions": 1})
+    emulator.reset_requests()
+    try:
+        provider5.apply(provider5.plan(env5))
+    finally:
+        emulator.faults.update({"reset": True})
+    resizes = [r for r in magnum_requests(emulator) if r["path"].endswith("/actions/resize")]
+    assert sum(r["count"] for r in resizes) == 2  # the dropped one, and the re-issued one
+    assert provider5.plan(env5).is_noop
+    provider5.delete(env5)
+
+
+def test_failed_nodegroup_on_existing_cluster_rolls_back_only_the_nodegroup(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    clouds = emulator.config.state_dir / "clouds.yaml"
+    bare = staging_environment(LOCAL_CLOUD, name="keepme", nodegroups=[])
+    env = load_environment(str(write_environment(tmp_path, "keep", bare))).env
+    MagnumProvider(env, clouds_file=clouds, waits=FAST).apply(
+        MagnumProvider(env, clouds_file=clouds, waits=FAST).plan(env))
+    full = load_environment(str(write_environment(
+        tmp_path, "keep", staging_environment(LOCAL_CLOUD, name="keepme")))).env
+    provider = MagnumProvider(full, clouds_file=clouds, waits=FAST)
+    emulator.faults.update({"fail_nodegroups": {"gpu-a100": "No valid host was found"}})
+    try:
+        with pytest.raises(CloudError) as exc:
+            provider.apply(provider.plan(full))
+    finally:
+        emulator.faults.update({"reset": True})
+    assert "No valid host was found" in exc.value.message
+    assert exc.value.message.endswith("rolled back: nodegroup gpu-a100")
+    status = provider.status(full)
+    assert status.exists and {g.name for g in status.nodegroups} == {
+        "default-master", "default-worker"}
+    assert status.status == "UPDATE_COMPLETE"
+    provider.delete(full)

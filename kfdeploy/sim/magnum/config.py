@@ -169,6 +169,9 @@ class Faults:
     # revoke every token on each Nth Magnum request (a token expiring mid-operation, as seen
     # by a client in another process): that request answers 401 and the client must re-auth
     revoke_tokens_every: int | None = None
+    # the next N resizes / nodegroup updates answer 202 and change nothing, as Magnum's conductor
+    # does when it finds the cluster busy after the API accepted the call
+    drop_actions: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -195,11 +198,20 @@ class FaultState:
                 self.faults.cluster_quota = None if quota is None else int(quota)
             for burst in data.get("http_errors", []):
                 self.faults.http_errors.append(HttpErrorBurst(**burst))
+            if "drop_actions" in data:
+                self.faults.drop_actions = int(data["drop_actions"])
             if "revoke_tokens_every" in data:
                 every = data["revoke_tokens_every"]
                 self.faults.revoke_tokens_every = None if every is None else int(every)
                 self._magnum_requests = 0
             return self.faults
+
+    def take_drop(self) -> bool:
+        with self._lock:
+            if self.faults.drop_actions > 0:
+                self.faults.drop_actions -= 1
+                return True
+            return False
 
     def take_token_revocation(self) -> bool:
         """Count a Magnum request; True when this one should find its token revoked."""

@@ -524,10 +524,11 @@ class MagnumState:
                 f"{ng['min_node_count']}, max_node_count = {ng['max_node_count']}",
             )
         with self.lock:
-            if self.busy(cluster) or str(ng["status"]).endswith(IN_PROGRESS_SUFFIX):
+            busy = self.busy(cluster) or str(ng["status"]).endswith(IN_PROGRESS_SUFFIX)
+            if busy or self.faults.take_drop():
                 # Magnum casts the resize to its conductor, which refuses a busy cluster after
                 # the API already answered 202: nothing changes and nobody is told.
-                log.info("resize of busy cluster %s dropped", cluster["name"])
+                log.info("resize of cluster %s dropped", cluster["name"])
                 return
             old = list(ng["servers"])
             keep = [s for s in old if s not in set(nodes_to_remove)]
@@ -721,8 +722,9 @@ class MagnumState:
         updated = apply_json_patch(ng, ops, readonly=set())
         validate_node_counts(updated)
         with self.lock:
-            if str(ng["status"]).endswith(IN_PROGRESS_SUFFIX) or self.busy(cluster):
-                log.info("update of busy nodegroup %s dropped", ng["name"])
+            busy = str(ng["status"]).endswith(IN_PROGRESS_SUFFIX) or self.busy(cluster)
+            if busy or self.faults.take_drop():
+                log.info("update of nodegroup %s dropped", ng["name"])
                 return dict(ng)  # 202, nothing changes: see resize
             ng["min_node_count"] = updated["min_node_count"]
             ng["max_node_count"] = updated["max_node_count"]
