@@ -96,6 +96,8 @@ class EmulatorConfig:
     delays: Delays = field(default_factory=Delays)
     flavors: dict[str, Flavor] = field(default_factory=lambda: dict(DEFAULT_FLAVORS))
     cluster_quota: int | None = None
+    # faults armed from the start (same keys as POST /_emulator/faults)
+    faults: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.host not in ("127.0.0.1", "localhost", "::1"):

@@ -87,6 +87,7 @@ class Emulator:
         self.config = config
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.faults = FaultState()
+        self.faults.update(config.faults)
         self.state = MagnumState(config, self.faults, make_backend(config))
         self.max_version = parse_version(config.max_version)
         self._tokens: dict[str, dict[str, Any]] = {}
