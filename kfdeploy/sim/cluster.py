@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,13 +169,19 @@ class LocalCluster:
         for node in nodes:
             node.validate()
         deadline = time.monotonic() + timeout
+        with self._locked(deadline):
+            self._start_locked(nodes, deadline, progress)
+
+    def _start_locked(
+        self, nodes: Sequence[SimNode], deadline: float, progress: Callable[[str], None]
+    ) -> None:
         if self.is_running():
             progress("reusing the running control plane")
             self._wait_ready(deadline)
             self.set_nodes(nodes)
             return
         # Something is half up (a crashed component, a reboot): restart cleanly on the same data.
-        self.stop()
+        self._stop_components(30)
         bins = binaries.require()
         state = self._prepare(bins)
         try:
@@ -185,7 +192,7 @@ class LocalCluster:
         except Exception as exc:
             failures = self._dead_components()
             logs = "\n".join(f"--- {c} ---\n{self.daemon(c).tail(15)}" for c in failures)
-            self.stop()
+            self._stop_components(30)
             if isinstance(exc, (SimStartError, WaitTimeout)):
                 exc.message += f"\ncomponent logs: {self.log_dir}" + (f"\n{logs}" if logs else "")
                 raise
@@ -196,18 +203,47 @@ class LocalCluster:
 
     def stop(self, timeout: float = 30) -> None:
         """Stop every component (reverse start order); data and credentials stay."""
+        with self._locked(time.monotonic() + timeout + 30):
+            self._stop_components(timeout)
+
+    def _stop_components(self, timeout: float) -> None:
         per = max(timeout / len(COMPONENTS), 2)
         for component in reversed(COMPONENTS):
             self.daemon(component).stop(timeout=per)
 
     def destroy(self) -> None:
         """Stop, remove the network namespace and delete the state directory."""
-        self.stop()
-        state = _State.load(self._state_file)
-        if state and state.netns:
-            with contextlib.suppress(netns.NetnsError):
-                netns.delete(state.netns)
-        shutil.rmtree(self.state_dir, ignore_errors=True)
+        with self._locked(time.monotonic() + 60):
+            self._stop_components(30)
+            state = _State.load(self._state_file)
+            if state and state.netns:
+                with contextlib.suppress(netns.NetnsError):
+                    netns.delete(state.netns)
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _locked(self, deadline: float) -> Iterator[None]:
+        """Serialise start/stop/destroy of one state directory across processes."""
+        if not self.state_dir.exists():
+            self.state_dir.mkdir(parents=True, mode=0o700)
+        # The lock file sits beside the state directory so destroy() can remove the directory
+        # while holding it.
+        lock_path = self.state_dir.parent / f".{self.state_dir.name}.lock"
+        with lock_path.open("w") as fh:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise WaitTimeout(
+                            f"another kfdeploy process holds {lock_path} (starting or stopping)"
+                        ) from None
+                    time.sleep(0.2)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     # -- nodes ----------------------------------------------------------------------------
 
