@@ -303,3 +303,31 @@ def test_failed_nodegroup_on_existing_cluster_rolls_back_only_the_nodegroup(
         "default-master", "default-worker"}
     assert status.status == "UPDATE_COMPLETE"
     provider.delete(full)
+
+
+def test_nodegroup_waits_for_the_cluster_api_address(emulator: Emulator, tmp_path: Path) -> None:
+    clouds = emulator.config.state_dir / "clouds.yaml"
+    data = staging_environment(LOCAL_CLOUD, name="early")
+    data["cluster"]["template"]["name"] = "early-template"
+    env = load_environment(str(write_environment(tmp_path, "early", data))).env
+    provider = MagnumProvider(env, clouds_file=clouds, waits=FAST)
+    client = provider.client
+    tmpl = client.create_template({"name": "early-template", "coe": "kubernetes",
+                                   "image_id": "fedora-coreos-40"})
+    uuid = client.create_cluster({"name": "early", "cluster_template_id": tmpl, "node_count": 3,
+                                  "master_count": 3, "flavor_id": "m2.xlarge",
+                                  "master_flavor_id": "m2.medium",
+                                  "labels": {"min_node_count": "1", "max_node_count": "6"}})
+    # Magnum refuses nodegroups until the cluster has an API address ...
+    headers = {"X-Auth-Token": token(emulator), "OpenStack-API-Version": VERSION_VALUE}
+    early = requests.post(f"{emulator.magnum_url}/clusters/{uuid}/nodegroups", headers=headers,
+                          json={"name": "gpu-a100", "flavor_id": "g1.a100.x2"}, timeout=5)
+    assert early.status_code == 409
+    assert early.json()["errors"][0]["detail"] == "Cluster API address is not available yet"
+    # ... so kfdeploy, finding the cluster still being created, waits and then adds it.
+    plan = provider.plan(env)
+    assert [c.action for c in plan.changes] == ["create-nodegroup"]
+    provider.apply(plan)
+    assert {g.name for g in provider.status(env).nodegroups} >= {"gpu-a100"}
+    provider.delete(env)
+    client.delete_template(tmpl)

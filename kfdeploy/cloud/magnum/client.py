@@ -122,7 +122,7 @@ def to_cloud_error(exc: BaseException, doing: str, cloud: str | None) -> Kfdeplo
     if status == 401:
         return CloudError(f"{doing}: authentication to {where} failed: {detail}", status=401,
                           hint="check the credentials in clouds.yaml (or OS_* variables)")
-    if status == 403 and ("Limit Exceeded" in detail or "quota" in detail.lower()):
+    if status == 403 and ("limit exceeded" in detail.lower() or "quota" in detail.lower()):
         return CloudError(f"{doing}: quota exceeded on {where}: {detail}", status=403,
                           hint="delete unused clusters or ask for a quota increase")
     if status == 406:

@@ -255,7 +255,9 @@ class MagnumProvider:
                 break
             except CloudError as exc:
                 attempts += 1
-                if exc.status != 409 or "api_address" not in exc.message or attempts > 20:
+                text = exc.message.lower()
+                not_ready = "api address" in text or "api_address" in text
+                if exc.status != 409 or not not_ready or attempts > 20:
                     raise
                 progress(f"nodegroup {group.name}: cluster not ready yet ({exc.message}); waiting")
                 self._wait_api_address(uuid, self.env.cluster.create_timeout, progress,

@@ -286,7 +286,7 @@ class MagnumState:
             raise ApiError(
                 403,
                 "Forbidden",
-                f"Resource Limit Exceeded: You have reached the maximum clusters per project, "
+                f"Resource limit exceeded: You have reached the maximum clusters per project, "
                 f"{quota}. You may delete a cluster to make room for a new one.",
                 code="client",
             )
@@ -513,7 +513,9 @@ class MagnumState:
         nodes_to_remove: list[str],
     ) -> None:
         if ng["role"] == "master":
-            raise ApiError(400, "Bad Request", "Resizing a master nodegroup is not supported.")
+            raise ApiError(
+                400, "Bad Request", "Resizing the master nodegroup is not supported by this driver."
+            )
         if node_count < ng["min_node_count"] or (
             ng["max_node_count"] is not None and node_count > ng["max_node_count"]
         ):
@@ -630,12 +632,7 @@ class MagnumState:
         self, cluster: dict[str, Any], body: dict[str, Any], version: tuple[int, int]
     ) -> dict[str, Any]:
         if not cluster.get("api_address"):
-            raise ApiError(
-                409,
-                "Conflict",
-                f"The cluster {cluster['uuid']} does not have an api_address yet; "
-                "nodegroups can be created once it has one.",
-            )
+            raise ApiError(409, "Conflict", "Cluster API address is not available yet")
         name = body.get("name")
         if not name:
             raise ApiError(400, "Bad Request", "Mandatory field missing: name")
@@ -647,7 +644,9 @@ class MagnumState:
             )
         role = body.get("role") or "worker"
         if role == "master":
-            raise ApiError(400, "Bad Request", "Creating master nodegroups is not supported.")
+            raise ApiError(
+                400, "Bad Request", "Creating master nodegroups is currently not supported."
+            )
         node_count = int(body.get("node_count", 1))
         min_count = int(body.get("min_node_count", 0))
         max_count = body.get("max_node_count")
@@ -791,31 +790,23 @@ class MagnumState:
 
 
 def validate_node_counts(ng: dict[str, Any]) -> None:
-    """Magnum's _validate_node_count, same messages."""
+    """Magnum's _validate_node_count: NodeGroupInvalidInput, a Conflict (409), same messages."""
     name, count = ng["name"], ng["node_count"]
     low, high = ng["min_node_count"], ng["max_node_count"]
+
+    def invalid(attr: str, expl: str) -> ApiError:
+        return ApiError(409, "Conflict", f"{attr} for {name} is invalid ({expl}).")
+
     if high is not None:
         if high < low:
-            raise ApiError(
-                400,
-                "Bad Request",
-                f"Nodegroup {name} attribute max_node_count is invalid: min_node_count ({low}) "
-                f"should be less or equal to max_node_count ({high})",
-            )
+            raise invalid("max_node_count", f"min_node_count ({low}) should be less or equal "
+                          f"to max_node_count ({high})")
         if count > high:
-            raise ApiError(
-                400,
-                "Bad Request",
-                f"Nodegroup {name} attribute max_node_count is invalid: node_count ({count}) "
-                f"should be less or equal to max_node_count ({high})",
-            )
+            raise invalid("max_node_count", f"node_count ({count}) should be less or equal to "
+                          f"max_node_count ({high})")
     if low > count:
-        raise ApiError(
-            400,
-            "Bad Request",
-            f"Nodegroup {name} attribute min_node_count is invalid: min_node_count ({low}) "
-            f"should be less or equal to node_count ({count})",
-        )
+        raise invalid("min_node_count", f"min_node_count ({low}) should be less or equal to "
+                      f"node_count ({count})")
 
 
 def apply_json_patch(
