@@ -108,6 +108,7 @@ class Resource:
 class Stats:
     by_method: Counter[str] = field(default_factory=Counter)
     retries: int = 0
+    retried: list[str] = field(default_factory=list)  # "METHOD what: message", for reports
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, method: str) -> None:
@@ -173,6 +174,7 @@ class Kube:
                 delay = self.retry.delay(attempt, retry_after)
                 with self.stats.lock:
                     self.stats.retries += 1
+                    self.stats.retried.append(f"{method} {what or path}: {exc.server_message}")
                 log.info(
                     "%s %s: attempt %d/%d failed (%s); will retry in %.1fs",
                     method,

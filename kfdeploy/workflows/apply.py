@@ -67,6 +67,8 @@ class ApplySummary:
     prune: PrunePlan = field(default_factory=PrunePlan)
     requests: Counter[str] = field(default_factory=Counter)
     retries: int = 0
+    retried: list[str] = field(default_factory=list)
+    steps: list[tuple[str, float]] = field(default_factory=list)  # (step title, seconds)
     seconds: float = 0.0
     dry_run: bool = False
     plan: Plan | None = None
@@ -166,6 +168,7 @@ def apply_objects(
             if step.phase == Phase.ROLLOUT:
                 continue
             title = _step_title(step)
+            step_started = time.monotonic()
             emit(ProgressEvent("step-start", title, total=len(step.objects)))
             outcomes = applier.apply(step.objects)
             summary.outcomes += outcomes
@@ -183,6 +186,7 @@ def apply_objects(
             )
 
         if parent is not None and (options.prune or options.dry_run):
+            step_started = time.monotonic()
             emit(ProgressEvent("prune-start", "prune"))
             summary.prune = compute_prune(
                 kube, applier.members(old_gks | new_gks), desired_keys, options.protections
@@ -206,6 +210,7 @@ def apply_objects(
                         counts=dict(Counter(o.action for o in pruned)),
                     )
                 )
+                summary.steps.append(("prune", time.monotonic() - step_started))
                 raise_for_failures(pruned, "prune")
             elif options.dry_run:
                 from kfdeploy.cluster.apply import Outcome as Out
@@ -225,13 +230,16 @@ def apply_objects(
                 kept_nss = {r.key.namespace for r in kept if r.key.namespace}
             applyset.ensure(kube, state, new_gks | kept_gks, new_nss | kept_nss)
             rollout = next(s for s in plan.steps if s.phase == Phase.ROLLOUT)
+            step_started = time.monotonic()
             emit(ProgressEvent("step-start", _step_title(rollout)))
             for wait in rollout.waits:
                 _run_wait(kube, wait, rollout, objects, applyset, options, emit)
+            summary.steps.append((_step_title(rollout), time.monotonic() - step_started))
             emit(ProgressEvent("step-done", _step_title(rollout)))
     finally:
         summary.requests = Counter(kube.stats.by_method)
         summary.retries = kube.stats.retries
+        summary.retried = list(kube.stats.retried)
         summary.seconds = time.monotonic() - started
     return summary
 
@@ -397,6 +405,8 @@ def as_dict(summary: ApplySummary) -> dict[str, Any]:
         "components": {c: v for c, v in summary_rows(summary)},
         "requests": dict(summary.requests),
         "retries": summary.retries,
+        "retried": summary.retried,
+        "steps": {t: round(sec, 2) for t, sec in summary.steps},
         "prune": [str(r) for r in summary.prune.delete],
         "kept": [f"{r}: {why}" for r, why in summary.prune.kept],
         "failed": [str(o) for o in summary.failed],

@@ -83,7 +83,11 @@ def test_platform_applies_in_one_run_and_converges(
             options=ApplyOptions(timeout=900),
         )
     assert not summary.failed
-    assert summary.retries == 0  # nothing had to be retried: order, not luck
+    # One run, and never because of order: no request met a missing kind or a webhook that was
+    # not serving. (A busy two-core API server may still answer a rare 429/5xx, which is retried.)
+    for line in summary.retried:
+        assert "no matches for kind" not in line and "failed calling webhook" not in line, line
+    assert summary.retries <= 3, summary.retried
     totals = summary.totals()
     assert totals["created"] + totals["configured"] == len(objects), totals
     assert proxy.requests["PATCH"] == len(objects) + 1  # each object once, plus the ApplySet parent
@@ -150,7 +154,7 @@ def test_kubectl_understands_the_applyset(
         env={**os.environ, "KUBECTL_APPLYSET": "true"},
     )
     assert proc.returncode != 0
-    assert "kfdeploy/" in proc.stderr, proc.stderr
+    assert 'tooling "kfdeploy"' in proc.stderr, proc.stderr
     # And kubectl computes the same ID: a parent written by kfdeploy's code, handed to kubectl's
     # tooling, is accepted; with a wrong ID label it is refused.
     probe = ApplySet("kfdeploy-id-probe")
@@ -189,13 +193,18 @@ def test_kubectl_understands_the_applyset(
 def test_conflict_with_another_manager_is_reported_not_overwritten(
     cluster: LocalCluster, objects: list[RenderedObject], kube: Kube
 ) -> None:
-    target = next(o for o in objects if o.kind == "Deployment" and o.name == "ml-pipeline-ui")
-    ns = target.namespace
+    target = next(
+        o
+        for o in objects
+        if o.kind == "ConfigMap" and o.namespace == "kubeflow" and o.obj.get("data")
+    )
+    field = sorted(target.obj["data"])[0]
+    path = f"/api/v1/namespaces/kubeflow/configmaps/{target.name}"
     intruder = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": target.name, "namespace": ns},
-        "spec": {"replicas": 3},
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": target.name, "namespace": "kubeflow"},
+        "data": {field: "set-by-intruder"},
     }
     proc = subprocess.run(
         [
@@ -221,18 +230,16 @@ def test_conflict_with_another_manager_is_reported_not_overwritten(
         apply_objects(kube, objects, APPLYSET, options=ApplyOptions(timeout=300))
     bad = info.value.outcomes
     assert [(o.key.name, o.action) for o in bad] == [(target.name, "conflict")]
-    assert "intruder" in bad[0].message and ".spec.replicas" in bad[0].message
+    assert "intruder" in bad[0].message and f".data.{field}" in bad[0].message
     assert bad[0].component == target.component
-    live = kube.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{target.name}")
-    assert live["spec"]["replicas"] == 3  # not overwritten
+    assert kube.get(path)["data"][field] == "set-by-intruder"  # not overwritten
 
     # Only the explicit flag takes the field back.
     summary = apply_objects(
         kube, objects, APPLYSET, options=ApplyOptions(timeout=300, force_conflicts=True)
     )
     assert summary.totals()["configured"] == 1 and not summary.failed
-    live = kube.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{target.name}")
-    assert live["spec"]["replicas"] == target.obj["spec"].get("replicas", 1)
+    assert kube.get(path)["data"][field] == target.obj["data"][field]
 
 
 def test_cli_diff_and_apply_agree_with_the_cluster(
