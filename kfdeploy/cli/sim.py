@@ -113,10 +113,16 @@ def status(
     state_dir: StateDirOpt = None,
     output: Annotated[Output, typer.Option("--output", "-o")] = Output.text,
 ) -> None:
-    """Describe the cluster: API URL, network isolation, versions, components, nodes."""
+    """Describe the cluster: API URL, network isolation, versions, components, nodes.
+
+    Exits 3 when the cluster is not running (after printing what is known), like other
+    "cluster unreachable" errors, so scripts can test it.
+    """
     info = _cluster(name, state_dir).status()
     if output is Output.json:
         typer.echo(json.dumps(info, indent=2, sort_keys=True))
+        if not info["running"]:
+            raise typer.Exit(3)
         return
     console = Console()
     console.print(f"[bold]{info['name']}[/]  running={info['running']}  api={info['api_url']}")

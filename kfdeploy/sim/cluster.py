@@ -587,17 +587,7 @@ class LocalCluster:
         )
         if state.mode == "netns":
             progress("starting the host forwarder")
-            self.daemon("forwarder").start(
-                [
-                    sys.executable,
-                    "-m",
-                    "kfdeploy.sim.forwarder",
-                    f"--listen-port={state.host_port}",
-                    f"--netns={ns_path}",
-                    f"--target-port={p['apiserver']}",
-                ],
-                env=_python_env(),
-            )
+            self._start_forwarder(state, ns_path, deadline)
         progress("waiting for kube-apiserver to become ready")
         self._wait_ready(deadline)
 
@@ -659,6 +649,52 @@ class LocalCluster:
             ("kube-scheduler", p["scheduler"]),
         ):
             self._wait_port(component, ns_path_or_none, port, deadline)
+
+    def _start_forwarder(self, state: _State, ns_path: Path | None, deadline: float) -> None:
+        """Start the forwarder; if its port was taken meanwhile, move to a fresh one.
+
+        The port is picked free before the forwarder binds it, so another cluster starting at the
+        same moment (the Magnum emulator starts several) can win the race; retrying with a new
+        port and a rewritten kubeconfig is cheaper than a cross-process port registry.
+        """
+        for _attempt in range(3):
+            daemon = self.daemon("forwarder")
+            daemon.start(
+                [
+                    sys.executable,
+                    "-m",
+                    "kfdeploy.sim.forwarder",
+                    f"--listen-port={state.host_port}",
+                    f"--netns={ns_path}",
+                    f"--target-port={state.ports['apiserver']}",
+                ],
+                env=_python_env(),
+            )
+            while time.monotonic() < deadline and daemon.running():
+                try:
+                    socket.create_connection(("127.0.0.1", state.host_port), timeout=1).close()
+                    return
+                except OSError:
+                    time.sleep(0.1)
+            if daemon.running():
+                break  # listening never happened before the deadline: report below
+            if "Address already in use" not in daemon.tail(5):
+                break
+            log.info("port %d was taken; moving the forwarder", state.host_port)
+            state.host_port = _free_port()
+            state.save(self._state_file)
+            admin = self.pki.client("admin", "admin", ("system:masters",))
+            self._write_kubeconfig(
+                self.kubeconfig_path,
+                f"https://127.0.0.1:{state.host_port}",
+                admin.cert_path,
+                admin.key_path,
+            )
+        raise SimStartError(
+            f"the API forwarder did not listen on 127.0.0.1:{state.host_port}:\n"
+            f"{self.daemon('forwarder').tail(10)}",
+            log_dir=self.log_dir,
+        )
 
     def _check_alive(self, components: Sequence[str]) -> None:
         for component in components:
