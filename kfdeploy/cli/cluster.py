@@ -30,14 +30,18 @@ class Output(StrEnum):
 
 
 EnvArg = Annotated[str, typer.Argument(help="Environment name (environments/<name>.yaml) or file.")]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text for people, json for machines.")]
+OutputOpt = Annotated[
+    Output, typer.Option("--output", "-o", help="text for people, json for machines.")
+]
 CloudsOpt = Annotated[
     Path | None,
     typer.Option("--clouds-file", help="clouds.yaml to read instead of the standard locations."),
 ]
 PruneOpt = Annotated[
     bool,
-    typer.Option("--prune", help="Delete nodegroups that exist in the cloud but not in the environment."),
+    typer.Option(
+        "--prune", help="Delete nodegroups that exist in the cloud but not in the environment."
+    ),
 ]
 
 
@@ -88,11 +92,15 @@ def apply(
     env: EnvArg,
     prune: PruneOpt = False,
     keep_failed: Annotated[
-        bool, typer.Option("--keep-failed", help="Keep what a failed apply created (to inspect it).")
+        bool,
+        typer.Option("--keep-failed", help="Keep what a failed apply created (to inspect it)."),
     ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting nodegroups.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask before deleting nodegroups.")
+    ] = False,
     kubeconfig_out: Annotated[
-        Path | None, typer.Option("--kubeconfig-out", help="Write an admin kubeconfig here afterwards.")
+        Path | None,
+        typer.Option("--kubeconfig-out", help="Write an admin kubeconfig here afterwards."),
     ] = None,
     clouds_file: CloudsOpt = None,
 ) -> None:
@@ -136,8 +144,10 @@ def resize(
     """Resize one nodegroup now (the next `apply` restores the environment's count)."""
     environment, provider = _load(env, clouds_file)
     provider.resize(environment, nodegroup, count, _progress)
-    _say(f"nodegroup {nodegroup} resized to {count}; the environment file still says otherwise "
-         "unless you change it")
+    _say(
+        f"nodegroup {nodegroup} resized to {count}; the environment file still says otherwise "
+        "unless you change it"
+    )
 
 
 @app.command()
@@ -163,8 +173,11 @@ def kubeconfig(
     env: EnvArg,
     out: Annotated[
         Path | None,
-        typer.Option("--output-file", "-f", help="Where to write [default: $KFDEPLOY_CACHE/"
-                     "kubeconfigs/<env>.yaml]."),
+        typer.Option(
+            "--output-file",
+            "-f",
+            help="Where to write [default: $KFDEPLOY_CACHE/kubeconfigs/<env>.yaml].",
+        ),
     ] = None,
     clouds_file: CloudsOpt = None,
 ) -> None:

@@ -35,8 +35,9 @@ class KubeconfigProvider:
         notes: tuple[str, ...] = ()
         if not self.source.is_file():
             notes = (f"kubeconfig {self.source} does not exist",)
-        return ClusterPlan(env.name, self.name, env.cluster_name, notes=notes,
-                           exists=self.source.is_file())
+        return ClusterPlan(
+            env.name, self.name, env.cluster_name, notes=notes, exists=self.source.is_file()
+        )
 
     def apply(
         self, plan: ClusterPlan, progress: Progress = no_progress, *, keep_failed: bool = False
@@ -46,8 +47,12 @@ class KubeconfigProvider:
 
     def status(self, env: Environment) -> ClusterStatus:
         if not self.source.is_file():
-            return ClusterStatus(env.cluster_name, self.name, exists=False,
-                                 status_reason=f"kubeconfig {self.source} not found")
+            return ClusterStatus(
+                env.cluster_name,
+                self.name,
+                exists=False,
+                status_reason=f"kubeconfig {self.source} not found",
+            )
         from kubernetes import client, config
 
         try:
@@ -57,20 +62,32 @@ class KubeconfigProvider:
             version = client.VersionApi(api).get_code().git_version
             nodes = client.CoreV1Api(api).list_node(_request_timeout=15).items
         except Exception as exc:  # any failure to reach the API is the status, not a crash
-            return ClusterStatus(env.cluster_name, self.name, exists=True, status="UNREACHABLE",
-                                 status_reason=str(exc).splitlines()[0][:300])
+            return ClusterStatus(
+                env.cluster_name,
+                self.name,
+                exists=True,
+                status="UNREACHABLE",
+                status_reason=str(exc).splitlines()[0][:300],
+            )
         groups: dict[str, int] = {}
         for node in nodes:
             labels = (node.metadata.labels if node.metadata else None) or {}
             group = labels.get("magnum.openstack.org/nodegroup") or labels.get(
-                "node.kubernetes.io/instance-type", "nodes")
+                "node.kubernetes.io/instance-type", "nodes"
+            )
             groups[group] = groups.get(group, 0) + 1
         api_address = api.configuration.host
         return ClusterStatus(
-            env.cluster_name, self.name, exists=True, status="REACHABLE",
-            api_address=api_address, coe_version=version, health_status="HEALTHY",
-            nodegroups=tuple(NodeGroupStatus(name, "worker", None, n)
-                             for name, n in sorted(groups.items())),
+            env.cluster_name,
+            self.name,
+            exists=True,
+            status="REACHABLE",
+            api_address=api_address,
+            coe_version=version,
+            health_status="HEALTHY",
+            nodegroups=tuple(
+                NodeGroupStatus(name, "worker", None, n) for name, n in sorted(groups.items())
+            ),
         )
 
     def kubeconfig(self, env: Environment, path: Path) -> Path:
@@ -89,9 +106,13 @@ class KubeconfigProvider:
     def resize(
         self, env: Environment, nodegroup: str, count: int, progress: Progress = no_progress
     ) -> None:
-        raise GuardError(f"cluster {env.cluster_name} is not provisioned by kfdeploy "
-                         "(provider kubeconfig); resize it where it is managed")
+        raise GuardError(
+            f"cluster {env.cluster_name} is not provisioned by kfdeploy "
+            "(provider kubeconfig); resize it where it is managed"
+        )
 
     def delete(self, env: Environment, progress: Progress = no_progress) -> bool:
-        raise GuardError(f"cluster {env.cluster_name} is not provisioned by kfdeploy "
-                         "(provider kubeconfig); kfdeploy will not delete it")
+        raise GuardError(
+            f"cluster {env.cluster_name} is not provisioned by kfdeploy "
+            "(provider kubeconfig); kfdeploy will not delete it"
+        )

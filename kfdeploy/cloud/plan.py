@@ -127,8 +127,12 @@ class ClusterPlan:
             "exists": self.exists,
             "noop": self.is_noop,
             "changes": [
-                {"action": c.action, "target": c.target, "detail": c.detail,
-                 "params": dict(c.params)}
+                {
+                    "action": c.action,
+                    "target": c.target,
+                    "detail": c.detail,
+                    "params": dict(c.params),
+                }
                 for c in self.changes
             ],
             "notes": list(self.notes),
@@ -240,9 +244,7 @@ def _bounds_text(low: int, high: int | None) -> str:
     return f"{low}..{'' if high is None else high}"
 
 
-def _group_changes(
-    want: NodeGroup, have: ObservedNodeGroup, notes: list[str]
-) -> list[Change]:
+def _group_changes(want: NodeGroup, have: ObservedNodeGroup, notes: list[str]) -> list[Change]:
     """Resize and bounds changes for one existing nodegroup, in an order Magnum accepts.
 
     Magnum validates min <= node_count <= max on every nodegroup PATCH and every resize, so:
@@ -296,8 +298,10 @@ def _group_changes(
     if fits(want.count, have.min_node_count, have.max_node_count):
         return [resize, bounds(want.min, want.max)]
     low = min(have.min_node_count, want.min)
-    high = None if have.max_node_count is None or want.max is None else max(
-        have.max_node_count, want.max
+    high = (
+        None
+        if have.max_node_count is None or want.max is None
+        else max(have.max_node_count, want.max)
     )
     return [bounds(low, high), resize, bounds(want.min, want.max)]
 
@@ -325,12 +329,14 @@ def plan_cluster(
     needs_template = cluster is None or cluster.template_name != tmpl_name
     if template is None and needs_template:
         if desired.template.create:
-            changes.append(Change(
-                "create-template",
-                f"template {tmpl_name}",
-                f"image {desired.template.image}, {len(desired.template.labels)} labels",
-                {"name": tmpl_name},
-            ))
+            changes.append(
+                Change(
+                    "create-template",
+                    f"template {tmpl_name}",
+                    f"image {desired.template.image}, {len(desired.template.labels)} labels",
+                    {"name": tmpl_name},
+                )
+            )
         else:
             blockers.append(
                 f"cluster template {tmpl_name!r} does not exist and template.create is false"
@@ -348,18 +354,27 @@ def plan_cluster(
 
     ngs_target = [desired.workers, *desired.nodegroups]
     if cluster is None:
-        changes.append(Change(
-            "create-cluster",
-            f"cluster {cluster_name}",
-            f"template {tmpl_name}, {desired.masters.count} x {desired.masters.flavor} masters, "
-            f"{desired.workers.count} x {desired.workers.flavor} workers "
-            f"(min..max {_bounds_text(desired.workers.min, desired.workers.max)})",
-            {"name": cluster_name, "template": tmpl_name},
-        ))
+        changes.append(
+            Change(
+                "create-cluster",
+                f"cluster {cluster_name}",
+                f"template {tmpl_name}, {desired.masters.count} x {desired.masters.flavor} masters, "
+                f"{desired.workers.count} x {desired.workers.flavor} workers "
+                f"(min..max {_bounds_text(desired.workers.min, desired.workers.max)})",
+                {"name": cluster_name, "template": tmpl_name},
+            )
+        )
         for group in desired.nodegroups:
             changes.append(_create_group(group))
-        return ClusterPlan(environment, "magnum", cluster_name, tuple(changes), tuple(notes),
-                           tuple(blockers), exists=False)
+        return ClusterPlan(
+            environment,
+            "magnum",
+            cluster_name,
+            tuple(changes),
+            tuple(notes),
+            tuple(blockers),
+            exists=False,
+        )
 
     if cluster.status in ("DELETE_IN_PROGRESS", "DELETE_COMPLETE", "DELETE_FAILED"):
         blockers.append(f"cluster {cluster_name} is {cluster.status}; wait or delete it first")
@@ -370,16 +385,25 @@ def plan_cluster(
             f"run `kfdeploy cluster delete` and apply again"
         )
     if blockers:
-        return ClusterPlan(environment, "magnum", cluster_name, tuple(changes), tuple(notes),
-                           tuple(blockers), exists=True)
+        return ClusterPlan(
+            environment,
+            "magnum",
+            cluster_name,
+            tuple(changes),
+            tuple(notes),
+            tuple(blockers),
+            exists=True,
+        )
 
     if cluster.template_name != tmpl_name:
-        changes.append(Change(
-            "upgrade-cluster",
-            f"cluster {cluster_name}",
-            f"template {cluster.template_name or cluster.template_id} -> {tmpl_name}",
-            {"template": tmpl_name},
-        ))
+        changes.append(
+            Change(
+                "upgrade-cluster",
+                f"cluster {cluster_name}",
+                f"template {cluster.template_name or cluster.template_id} -> {tmpl_name}",
+                {"template": tmpl_name},
+            )
+        )
     if cluster.master_count != desired.masters.count:
         notes.append(
             f"masters: {cluster.master_count} in the cloud, {desired.masters.count} in the "
@@ -393,12 +417,14 @@ def plan_cluster(
             changes.append(_create_group(group))
         elif have.status == "CREATE_FAILED":
             # A failed nodegroup cannot be repaired in place: replace it.
-            changes.append(Change(
-                "delete-nodegroup",
-                f"nodegroup {group.name}",
-                f"replace: it is CREATE_FAILED ({have.status_reason or 'no reason given'})",
-                {"nodegroup": group.name},
-            ))
+            changes.append(
+                Change(
+                    "delete-nodegroup",
+                    f"nodegroup {group.name}",
+                    f"replace: it is CREATE_FAILED ({have.status_reason or 'no reason given'})",
+                    {"nodegroup": group.name},
+                )
+            )
             changes.append(_create_group(group))
         else:
             changes += _group_changes(group, have, notes)
@@ -407,19 +433,28 @@ def plan_cluster(
         if have.is_default or have.name in wanted_names or have.role == "master":
             continue
         if prune:
-            changes.append(Change(
-                "delete-nodegroup",
-                f"nodegroup {have.name}",
-                f"not in the environment ({have.node_count} x {have.flavor})",
-                {"nodegroup": have.name},
-            ))
+            changes.append(
+                Change(
+                    "delete-nodegroup",
+                    f"nodegroup {have.name}",
+                    f"not in the environment ({have.node_count} x {have.flavor})",
+                    {"nodegroup": have.name},
+                )
+            )
         else:
             notes.append(
                 f"nodegroup {have.name} ({have.node_count} x {have.flavor}) is not in the "
                 "environment; kept (--prune deletes it)"
             )
-    return ClusterPlan(environment, "magnum", cluster_name, tuple(changes), tuple(notes),
-                       tuple(blockers), exists=True)
+    return ClusterPlan(
+        environment,
+        "magnum",
+        cluster_name,
+        tuple(changes),
+        tuple(notes),
+        tuple(blockers),
+        exists=True,
+    )
 
 
 def _create_group(group: NodeGroup) -> Change:

@@ -83,7 +83,9 @@ class ClusterStatus:
             if g.min_node_count is not None:
                 high = "" if g.max_node_count is None else g.max_node_count
                 bounds = f" (min..max {g.min_node_count}..{high})"
-            reason = f" - {g.status_reason}" if g.status_reason and "FAILED" in (g.status or "") else ""
+            reason = (
+                f" - {g.status_reason}" if g.status_reason and "FAILED" in (g.status or "") else ""
+            )
             out.append(
                 f"  nodegroup {g.name} [{g.role}]: {g.node_count} x {g.flavor}{bounds} "
                 f"{g.status or ''}{reason}"
@@ -148,8 +150,12 @@ def _user_defines(cloud: str) -> bool:
     emulator, e.g. an emulator run by a test or on another machine)."""
     import yaml
 
-    candidates = [os.environ.get("OS_CLIENT_CONFIG_FILE"), "clouds.yaml",
-                  "~/.config/openstack/clouds.yaml", "/etc/openstack/clouds.yaml"]
+    candidates = [
+        os.environ.get("OS_CLIENT_CONFIG_FILE"),
+        "clouds.yaml",
+        "~/.config/openstack/clouds.yaml",
+        "/etc/openstack/clouds.yaml",
+    ]
     for candidate in filter(None, candidates):
         path = Path(candidate).expanduser()
         try:

@@ -63,9 +63,21 @@ def sdk_proxy(clouds: Path, cloud: str = LOCAL_CLOUD) -> Any:
 
 
 def token(emulator: Emulator) -> str:
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": "kfdeploy", "domain": {"name": "Default"}, "password": "kfdeploy-local-password"}}},
-        "scope": {"project": {"name": "kfdeploy", "domain": {"name": "Default"}}}}}
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {
+                        "name": "kfdeploy",
+                        "domain": {"name": "Default"},
+                        "password": "kfdeploy-local-password",
+                    }
+                },
+            },
+            "scope": {"project": {"name": "kfdeploy", "domain": {"name": "Default"}}},
+        }
+    }
     r = requests.post(f"{emulator.auth_url}/auth/tokens", json=body, timeout=5)
     assert r.status_code == 201
     return str(r.headers["X-Subject-Token"])
@@ -74,11 +86,23 @@ def token(emulator: Emulator) -> str:
 def ready_cluster(emulator: Emulator, clouds: Path, name: str) -> str:
     client = MagnumClient(connect(LOCAL_CLOUD, clouds), LOCAL_CLOUD)
     found = client.templates_named("api-template")
-    tmpl = found[0]["uuid"] if found else client.create_template(
-        {"name": "api-template", "coe": "kubernetes", "image_id": "fedora-coreos-40"})
-    uuid = client.create_cluster({"name": name, "cluster_template_id": tmpl, "node_count": 2,
-                                  "master_count": 1, "flavor_id": "m2.xlarge",
-                                  "master_flavor_id": "m2.medium"})
+    tmpl = (
+        found[0]["uuid"]
+        if found
+        else client.create_template(
+            {"name": "api-template", "coe": "kubernetes", "image_id": "fedora-coreos-40"}
+        )
+    )
+    uuid = client.create_cluster(
+        {
+            "name": name,
+            "cluster_template_id": tmpl,
+            "node_count": 2,
+            "master_count": 1,
+            "flavor_id": "m2.xlarge",
+            "master_flavor_id": "m2.medium",
+        }
+    )
     deadline = time.monotonic() + 20
     while client.get_cluster(uuid)["status"] != "CREATE_COMPLETE":
         assert time.monotonic() < deadline, "emulated cluster never completed"
@@ -134,13 +158,20 @@ def test_error_bodies_and_codes(emulator: Emulator, clouds: Path) -> None:
     assert master.status_code == 400
     bounds = post("/actions/resize", {"node_count": 99, "nodegroup": "default-worker"})
     assert bounds.status_code in (202, 400)  # default-worker has no max unless labelled
-    delete_default = requests.delete(f"{base}/nodegroups/default-worker", headers=headers,
-                                     timeout=5)
+    delete_default = requests.delete(
+        f"{base}/nodegroups/default-worker", headers=headers, timeout=5
+    )
     assert delete_default.status_code == 400
     missing = requests.get(f"{emulator.magnum_url}/clusters/nope", headers=headers, timeout=5)
     assert missing.status_code == 404
-    assert set(missing.json()["errors"][0]) >= {"request_id", "code", "status", "title",
-                                                 "detail", "links"}
+    assert set(missing.json()["errors"][0]) >= {
+        "request_id",
+        "code",
+        "status",
+        "title",
+        "detail",
+        "links",
+    }
 
 
 def test_application_credentials_authenticate(clouds: Path) -> None:
@@ -205,8 +236,13 @@ def test_status_reason_and_faults_come_from_the_raw_body(emulator: Emulator, clo
     emulator.faults.update({"fail_clusters": {"doomed": "No valid host was found"}})
     try:
         client = MagnumClient(connect(LOCAL_CLOUD, clouds), LOCAL_CLOUD)
-        tmpl = client.templates_named("api-template") or [{"uuid": client.create_template(
-            {"name": "api-template", "coe": "kubernetes", "image_id": "img"})}]
+        tmpl = client.templates_named("api-template") or [
+            {
+                "uuid": client.create_template(
+                    {"name": "api-template", "coe": "kubernetes", "image_id": "img"}
+                )
+            }
+        ]
         uuid = client.create_cluster({"name": "doomed", "cluster_template_id": tmpl[0]["uuid"]})
         deadline = time.monotonic() + 20
         while (raw := client.get_cluster(uuid))["status"] == "CREATE_IN_PROGRESS":
@@ -247,8 +283,11 @@ def test_full_cycle_sends_microversion_and_survives_token_expiry(
     api = [r for r in magnum_requests(emulator) if r["path"] not in ("/magnum", "/magnum/v1")]
     assert api, "no Magnum requests recorded"
     assert {r["microversion"] for r in api} == {VERSION_VALUE}
-    auths = sum(r["count"] for r in emulator.requests()
-                if r["method"] == "POST" and r["path"] == "/identity/v3/auth/tokens")
+    auths = sum(
+        r["count"]
+        for r in emulator.requests()
+        if r["method"] == "POST" and r["path"] == "/identity/v3/auth/tokens"
+    )
     assert auths >= auth_before + 2  # the first token, and the re-authentication
     assert any(r["count"] > 0 for r in api if r["method"] == "DELETE")
 
@@ -263,8 +302,16 @@ def test_dropped_202_is_detected_and_reissued(emulator: Emulator, tmp_path: Path
     provider = MagnumProvider(env, clouds_file=clouds, waits=FAST)
     provider.apply(provider.plan(env))
     bigger = dict(data)
-    bigger["cluster"] = {**data["cluster"], "workers": {
-        "name": "default-worker", "flavor": "m2.xlarge", "count": 5, "min": 1, "max": 6}}
+    bigger["cluster"] = {
+        **data["cluster"],
+        "workers": {
+            "name": "default-worker",
+            "flavor": "m2.xlarge",
+            "count": 5,
+            "min": 1,
+            "max": 6,
+        },
+    }
     env5 = load_environment(str(write_environment(tmp_path, "drops", bigger))).env
     provider5 = MagnumProvider(env5, clouds_file=clouds, waits=FAST)
     emulator.faults.update({"drop_actions": 1})
@@ -286,9 +333,11 @@ def test_failed_nodegroup_on_existing_cluster_rolls_back_only_the_nodegroup(
     bare = staging_environment(LOCAL_CLOUD, name="keepme", nodegroups=[])
     env = load_environment(str(write_environment(tmp_path, "keep", bare))).env
     MagnumProvider(env, clouds_file=clouds, waits=FAST).apply(
-        MagnumProvider(env, clouds_file=clouds, waits=FAST).plan(env))
-    full = load_environment(str(write_environment(
-        tmp_path, "keep", staging_environment(LOCAL_CLOUD, name="keepme")))).env
+        MagnumProvider(env, clouds_file=clouds, waits=FAST).plan(env)
+    )
+    full = load_environment(
+        str(write_environment(tmp_path, "keep", staging_environment(LOCAL_CLOUD, name="keepme")))
+    ).env
     provider = MagnumProvider(full, clouds_file=clouds, waits=FAST)
     emulator.faults.update({"fail_nodegroups": {"gpu-a100": "No valid host was found"}})
     try:
@@ -300,7 +349,9 @@ def test_failed_nodegroup_on_existing_cluster_rolls_back_only_the_nodegroup(
     assert exc.value.message.endswith("rolled back: nodegroup gpu-a100")
     status = provider.status(full)
     assert status.exists and {g.name for g in status.nodegroups} == {
-        "default-master", "default-worker"}
+        "default-master",
+        "default-worker",
+    }
     assert status.status == "UPDATE_COMPLETE"
     provider.delete(full)
 
@@ -312,16 +363,28 @@ def test_nodegroup_waits_for_the_cluster_api_address(emulator: Emulator, tmp_pat
     env = load_environment(str(write_environment(tmp_path, "early", data))).env
     provider = MagnumProvider(env, clouds_file=clouds, waits=FAST)
     client = provider.client
-    tmpl = client.create_template({"name": "early-template", "coe": "kubernetes",
-                                   "image_id": "fedora-coreos-40"})
-    uuid = client.create_cluster({"name": "early", "cluster_template_id": tmpl, "node_count": 3,
-                                  "master_count": 3, "flavor_id": "m2.xlarge",
-                                  "master_flavor_id": "m2.medium",
-                                  "labels": {"min_node_count": "1", "max_node_count": "6"}})
+    tmpl = client.create_template(
+        {"name": "early-template", "coe": "kubernetes", "image_id": "fedora-coreos-40"}
+    )
+    uuid = client.create_cluster(
+        {
+            "name": "early",
+            "cluster_template_id": tmpl,
+            "node_count": 3,
+            "master_count": 3,
+            "flavor_id": "m2.xlarge",
+            "master_flavor_id": "m2.medium",
+            "labels": {"min_node_count": "1", "max_node_count": "6"},
+        }
+    )
     # Magnum refuses nodegroups until the cluster has an API address ...
     headers = {"X-Auth-Token": token(emulator), "OpenStack-API-Version": VERSION_VALUE}
-    early = requests.post(f"{emulator.magnum_url}/clusters/{uuid}/nodegroups", headers=headers,
-                          json={"name": "gpu-a100", "flavor_id": "g1.a100.x2"}, timeout=5)
+    early = requests.post(
+        f"{emulator.magnum_url}/clusters/{uuid}/nodegroups",
+        headers=headers,
+        json={"name": "gpu-a100", "flavor_id": "g1.a100.x2"},
+        timeout=5,
+    )
     assert early.status_code == 409
     assert early.json()["errors"][0]["detail"] == "Cluster API address is not available yet"
     # ... so kfdeploy, finding the cluster still being created, waits and then adds it.

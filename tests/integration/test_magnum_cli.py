@@ -55,8 +55,14 @@ def env_file(tmp_path: Path, **cluster: Any) -> tuple[Path, str, str]:
 
 def kfd(em: Emulator, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = cli_env(em.config.state_dir / "clouds.yaml", KFDEPLOY_CACHE=str(tmp_path / "cache"))
-    result = subprocess.run([sys.executable, "-c", MAIN, "cluster", *args], env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", MAIN, "cluster", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     # OS_CLIENT_CONFIG_FILE defines kfdeploy-local: the CLI must use it, not start a daemon.
     assert not (tmp_path / "cache" / "magnum-emulator").exists()
     return result
@@ -111,8 +117,13 @@ def test_apply_is_idempotent_and_every_command_works(emulator: Emulator, tmp_pat
 
 def test_failed_nodegroup_rolls_back_everything(emulator: Emulator, tmp_path: Path) -> None:
     path, name, template = env_file(tmp_path)
-    emulator.faults.update({"fail_nodegroups": {
-        "gpu-a100": "No valid host was found. There are not enough hosts available."}})
+    emulator.faults.update(
+        {
+            "fail_nodegroups": {
+                "gpu-a100": "No valid host was found. There are not enough hosts available."
+            }
+        }
+    )
     result = kfd(emulator, tmp_path, "apply", str(path))
     assert result.returncode == 3
     line = error_line(result)
@@ -133,7 +144,8 @@ def test_keep_failed_keeps_it_and_the_next_apply_replaces_it(
     assert "kept for inspection (--keep-failed)" in error_line(result)
     status = kfd(emulator, tmp_path, "status", str(path))
     assert "gpu-a100" in status.stdout and "CREATE_FAILED - Quota exceeded for cores" in (
-        status.stdout)
+        status.stdout
+    )
     assert "fault gpu-a100: Quota exceeded for cores" in status.stdout
 
     emulator.faults.update({"reset": True})
@@ -170,12 +182,14 @@ def test_quota_exceeded(emulator: Emulator, tmp_path: Path) -> None:
 
 def test_5xx_bursts_are_retried_then_reported(emulator: Emulator, tmp_path: Path) -> None:
     path, _, _ = env_file(tmp_path)
-    emulator.faults.update({"http_errors": [{"status": 503, "count": 3,
-                                             "path_contains": "/v1/clusters"}]})
+    emulator.faults.update(
+        {"http_errors": [{"status": 503, "count": 3, "path_contains": "/v1/clusters"}]}
+    )
     ok = kfd(emulator, tmp_path, "plan", str(path))
     assert ok.returncode == 0, ok.stderr
-    emulator.faults.update({"http_errors": [{"status": 502, "count": 100,
-                                             "path_contains": "/v1/clustertemplates"}]})
+    emulator.faults.update(
+        {"http_errors": [{"status": 502, "count": 100, "path_contains": "/v1/clustertemplates"}]}
+    )
     failed = kfd(emulator, tmp_path, "plan", str(path))
     assert failed.returncode == 3
     assert "list cluster templates: Magnum answered 502" in error_line(failed)
@@ -187,8 +201,11 @@ def test_token_expiry_mid_apply_reauthenticates(emulator: Emulator, tmp_path: Pa
     emulator.reset_requests()
     result = kfd(emulator, tmp_path, "apply", str(path))
     assert result.returncode == 0, result.stderr
-    auths = sum(r["count"] for r in emulator.requests()
-                if r["path"] == "/identity/v3/auth/tokens" and r["method"] == "POST")
+    auths = sum(
+        r["count"]
+        for r in emulator.requests()
+        if r["path"] == "/identity/v3/auth/tokens" and r["method"] == "POST"
+    )
     assert auths >= 3
     emulator.faults.update({"reset": True})
     assert kfd(emulator, tmp_path, "delete", str(path), "--yes").returncode == 0

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -31,10 +32,15 @@ def test_ensure_emulator_starts_once_and_is_found_again(tmp_path: Path) -> None:
         assert cloud["auth"]["auth_url"].startswith("http://127.0.0.1:")
         assert (clouds.stat().st_mode & 0o777) == 0o600
         assert requests.get(cloud["auth"]["auth_url"], timeout=5).json()["version"]["id"] == (
-            "v3.14")
+            "v3.14"
+        )
         status = subprocess.run(
             [sys.executable, "-m", "kfdeploy.sim.magnum", "status", "--state-dir", str(state)],
-            capture_output=True, text=True, timeout=60, check=True)
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         assert json.loads(status.stdout)["running"] is True
     finally:
         assert stop_emulator(state, destroy=True) is True
@@ -63,7 +69,8 @@ def test_cluster_apply_local_just_works(tmp_path: Path) -> None:
     state = tmp_path / "emu"
     state.mkdir()
     (state / "config.yaml").write_text(
-        "delays: {cluster_create: 1, nodegroup_create: 0.5, resize: 0.5, cluster_delete: 0.5}\n")
+        "delays: {cluster_create: 1, nodegroup_create: 0.5, resize: 0.5, cluster_delete: 0.5}\n"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("OS_CLIENT_CONFIG_FILE", "OS_CLOUD")}
     env.update(FAST_ENV, KFDEPLOY_MAGNUM_EMULATOR_DIR=str(state))
     kubeconfig = tmp_path / "local.kubeconfig"
@@ -71,14 +78,21 @@ def test_cluster_apply_local_just_works(tmp_path: Path) -> None:
     def kfd(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-c", "from kfdeploy.cli import main; main()", "cluster", *args],
-            env=env, capture_output=True, text=True, timeout=600, check=False)
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
 
     try:
         applied = kfd("apply", "local", "--kubeconfig-out", str(kubeconfig))
         assert applied.returncode == 0, applied.stderr
         assert running_url(state) is not None
-        api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
-        nodes = k8s.CoreV1Api(api).list_node(_request_timeout=15).items
+        api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig)
+        )
+        nodes: list[Any] = k8s.CoreV1Api(api).list_node(_request_timeout=15).items
         api.close()
         gpus = [n for n in nodes if n.status.capacity.get("nvidia.com/gpu") == "2"]
         assert len(gpus) == 2

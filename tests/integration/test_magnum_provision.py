@@ -33,8 +33,10 @@ from kfdeploy.sim.magnum.testing import (
     write_environment,
 )
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
+]
 
 FAST = WaitSettings(poll=0.3, poll_max=1.5)
 MAGNUM = "magnum.openstack.org"
@@ -75,7 +77,9 @@ def provider(em: Emulator, env: Environment) -> MagnumProvider:
 
 
 def nodes(kubeconfig: Path) -> list[Any]:
-    api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig)
+    )
     try:
         return list(k8s.CoreV1Api(api).list_node(_request_timeout=15).items)
     finally:
@@ -93,7 +97,10 @@ def test_provision_staging_cluster_with_gpu_nodegroup(
     p = provider(emulator, env)
     plan = p.plan(env)
     assert [c.action for c in plan.changes] == [
-        "create-template", "create-cluster", "create-nodegroup"]
+        "create-template",
+        "create-cluster",
+        "create-nodegroup",
+    ]
     started = time.monotonic()
     result = p.apply(plan)
     TIMINGS["provision"] = time.monotonic() - started
@@ -117,14 +124,19 @@ def test_provision_staging_cluster_with_gpu_nodegroup(
         assert ready["Ready"] == "True"
     workers = group_nodes(kubeconfig, "default-worker")
     assert len(workers) == 3
-    assert all(n.status.capacity["cpu"] == "8" and "nvidia.com/gpu" not in n.status.capacity
-               for n in workers)
+    assert all(
+        n.status.capacity["cpu"] == "8" and "nvidia.com/gpu" not in n.status.capacity
+        for n in workers
+    )
     assert len(group_nodes(kubeconfig, "default-master")) == 3
 
     status = p.status(env)
     assert status.status in ("CREATE_COMPLETE", "UPDATE_COMPLETE")
     assert {g.name: g.node_count for g in status.nodegroups} == {
-        "default-master": 3, "default-worker": 3, "gpu-a100": 2}
+        "default-master": 3,
+        "default-worker": 3,
+        "gpu-a100": 2,
+    }
 
 
 def test_second_run_makes_no_mutating_request(emulator: Emulator, env_dir: Path) -> None:
@@ -153,12 +165,14 @@ def test_drift_shows_in_plan_and_is_corrected(
 
     plan = p.plan(env)
     assert [c.describe() for c in plan.changes] == [
-        "resize-nodegroup nodegroup gpu-a100: 3 -> 2 nodes"]
+        "resize-nodegroup nodegroup gpu-a100: 3 -> 2 nodes"
+    ]
     emulator.reset_requests()
     p.apply(plan)
     posts = [r for r in mutating_requests(emulator)]
     assert [(r["method"], r["path"].rsplit("/", 2)[-2:]) for r in posts] == [
-        ("POST", ["actions", "resize"])]
+        ("POST", ["actions", "resize"])
+    ]
     assert len(group_nodes(kubeconfig, "gpu-a100")) == 2
     assert p.plan(env).is_noop
 
@@ -166,8 +180,10 @@ def test_drift_shows_in_plan_and_is_corrected(
 def test_resize_default_worker_and_widen_bounds(
     emulator: Emulator, env_dir: Path, tmp_path: Path
 ) -> None:
-    env = environment(env_dir, workers={"name": "default-worker", "flavor": "m2.xlarge",
-                                        "count": 8, "min": 2, "max": 10})
+    env = environment(
+        env_dir,
+        workers={"name": "default-worker", "flavor": "m2.xlarge", "count": 8, "min": 2, "max": 10},
+    )
     p = provider(emulator, env)
     plan = p.plan(env)
     assert [c.action for c in plan.changes] == ["update-nodegroup-bounds", "resize-nodegroup"]
@@ -178,11 +194,16 @@ def test_resize_default_worker_and_widen_bounds(
 
 
 def test_upgrade_via_new_template(emulator: Emulator, env_dir: Path) -> None:
-    env = environment(env_dir, template={
-        "name": "kubernetes-1.37-cern", "create": True, "image": "fedora-coreos-41",
-        "labels": {"kube_tag": "v1.37.0", "cern_enabled": "true"}},
-        workers={"name": "default-worker", "flavor": "m2.xlarge", "count": 8, "min": 2,
-                 "max": 10})
+    env = environment(
+        env_dir,
+        template={
+            "name": "kubernetes-1.37-cern",
+            "create": True,
+            "image": "fedora-coreos-41",
+            "labels": {"kube_tag": "v1.37.0", "cern_enabled": "true"},
+        },
+        workers={"name": "default-worker", "flavor": "m2.xlarge", "count": 8, "min": 2, "max": 10},
+    )
     p = provider(emulator, env)
     plan = p.plan(env)
     assert [c.action for c in plan.changes] == ["create-template", "upgrade-cluster"]
@@ -208,5 +229,7 @@ def test_delete_removes_cluster_and_its_control_plane(emulator: Emulator, env_di
 
 def test_report_timings() -> None:
     # Not an assertion on speed (shared CI machines vary); printed for the record with -s/-rA.
-    print(f"provision (template + cluster + GPU nodegroup, real control plane): "
-          f"{TIMINGS.get('provision', float('nan')):.1f}s")
+    print(
+        f"provision (template + cluster + GPU nodegroup, real control plane): "
+        f"{TIMINGS.get('provision', float('nan')):.1f}s"
+    )

@@ -28,8 +28,18 @@ class FakeResponse:
 
 
 def test_magnum_error_body_is_parsed() -> None:
-    body = {"errors": [{"request_id": "", "code": "client", "status": 400, "title": "Bad Request",
-                        "detail": "Resizing gpu outside the allowed range", "links": []}]}
+    body = {
+        "errors": [
+            {
+                "request_id": "",
+                "code": "client",
+                "status": 400,
+                "title": "Bad Request",
+                "detail": "Resizing gpu outside the allowed range",
+                "links": [],
+            }
+        ]
+    }
     assert magnum_detail(FakeResponse(body)) == "Resizing gpu outside the allowed range"
     keystone = {"error": {"code": 401, "title": "Unauthorized", "message": "requires auth"}}
     assert magnum_detail(FakeResponse(keystone)) == "requires auth"
@@ -40,8 +50,14 @@ def test_poll_until_backs_off_and_times_out() -> None:
     sleeps: list[float] = []
     settings = WaitSettings(poll=2, poll_max=5, backoff=2)
     with pytest.raises(WaitTimeout, match="timed out after 20s waiting for thing"):
-        poll_until("thing", lambda: "CREATE_IN_PROGRESS", lambda _: False, timeout=20,
-                   settings=settings, sleep=sleeps.append)
+        poll_until(
+            "thing",
+            lambda: "CREATE_IN_PROGRESS",
+            lambda _: False,
+            timeout=20,
+            settings=settings,
+            sleep=sleeps.append,
+        )
     assert sleeps[:4] == [2, 4, 5, 5]  # never more often than `poll`, capped at `poll_max`
 
 
@@ -49,12 +65,20 @@ def test_poll_until_reports_failure_and_progress() -> None:
     seen: list[str] = []
     values = iter(["CREATE_IN_PROGRESS", "CREATE_FAILED"])
     with pytest.raises(CloudError, match="boom"):
-        poll_until("cluster", lambda: next(values), lambda v: v == "CREATE_COMPLETE",
-                   timeout=60, settings=WaitSettings(poll=0), progress=seen.append,
-                   failed=lambda v: "boom" if v.endswith("FAILED") else None,
-                   sleep=lambda _: None)
-    assert [s.split(" (")[0] for s in seen] == ["cluster: CREATE_IN_PROGRESS",
-                                                "cluster: CREATE_FAILED"]
+        poll_until(
+            "cluster",
+            lambda: next(values),
+            lambda v: v == "CREATE_COMPLETE",
+            timeout=60,
+            settings=WaitSettings(poll=0),
+            progress=seen.append,
+            failed=lambda v: "boom" if v.endswith("FAILED") else None,
+            sleep=lambda _: None,
+        )
+    assert [s.split(" (")[0] for s in seen] == [
+        "cluster: CREATE_IN_PROGRESS",
+        "cluster: CREATE_FAILED",
+    ]
 
 
 def test_admin_csr_subject_and_key_registered_as_secret() -> None:

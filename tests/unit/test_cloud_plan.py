@@ -34,51 +34,92 @@ def staging(**overrides: Any) -> Cluster:
             "labels": {"kube_tag": "v1.36.3", "cern_enabled": "true"},
         },
         "masters": {"flavor": "m2.medium", "count": 3},
-        "workers": {"name": "default-worker", "flavor": "m2.xlarge", "count": 3, "min": 1, "max": 6},
-        "nodegroups": [{
-            "name": "gpu-a100", "flavor": "g1.a100.x2", "count": 2, "min": 0, "max": 4, "gpus": 2,
-            "labels": {"nvidia.com/gpu.present": "true"}, "taints": [GPU_TAINT],
-        }],
+        "workers": {
+            "name": "default-worker",
+            "flavor": "m2.xlarge",
+            "count": 3,
+            "min": 1,
+            "max": 6,
+        },
+        "nodegroups": [
+            {
+                "name": "gpu-a100",
+                "flavor": "g1.a100.x2",
+                "count": 2,
+                "min": 0,
+                "max": 4,
+                "gpus": 2,
+                "labels": {"nvidia.com/gpu.present": "true"},
+                "taints": [GPU_TAINT],
+            }
+        ],
     }
     data.update(overrides)
     return Cluster.model_validate(data)
 
 
 def template(name: str = "kubernetes-1.36-cern", uuid: str = "t-1") -> ObservedTemplate:
-    return ObservedTemplate(uuid=uuid, name=name, image_id="fedora-coreos-40",
-                            labels={"kube_tag": "v1.36.3", "cern_enabled": "true"})
+    return ObservedTemplate(
+        uuid=uuid,
+        name=name,
+        image_id="fedora-coreos-40",
+        labels={"kube_tag": "v1.36.3", "cern_enabled": "true"},
+    )
 
 
 def worker(**kw: Any) -> ObservedNodeGroup:
-    base: dict[str, Any] = dict(name="default-worker", role="worker", flavor="m2.xlarge",
-                                node_count=3, min_node_count=1, max_node_count=6,
-                                labels={"min_node_count": "1", "max_node_count": "6"},
-                                is_default=True)
+    base: dict[str, Any] = dict(
+        name="default-worker",
+        role="worker",
+        flavor="m2.xlarge",
+        node_count=3,
+        min_node_count=1,
+        max_node_count=6,
+        labels={"min_node_count": "1", "max_node_count": "6"},
+        is_default=True,
+    )
     base.update(kw)
     return ObservedNodeGroup(**base)
 
 
 def gpu(**kw: Any) -> ObservedNodeGroup:
     base: dict[str, Any] = dict(
-        name="gpu-a100", role="worker", flavor="g1.a100.x2", node_count=2, min_node_count=0,
+        name="gpu-a100",
+        role="worker",
+        flavor="g1.a100.x2",
+        node_count=2,
+        min_node_count=0,
         max_node_count=4,
-        labels={"kubelet_options": "--node-labels=nvidia.com/gpu.present=true "
-                "--register-with-taints=nvidia.com/gpu=present:NoSchedule"},
+        labels={
+            "kubelet_options": "--node-labels=nvidia.com/gpu.present=true "
+            "--register-with-taints=nvidia.com/gpu=present:NoSchedule"
+        },
     )
     base.update(kw)
     return ObservedNodeGroup(**base)
 
 
 def master() -> ObservedNodeGroup:
-    return ObservedNodeGroup(name="default-master", role="master", flavor="m2.medium",
-                             node_count=3, min_node_count=3, is_default=True)
+    return ObservedNodeGroup(
+        name="default-master",
+        role="master",
+        flavor="m2.medium",
+        node_count=3,
+        min_node_count=3,
+        is_default=True,
+    )
 
 
 def cluster(*groups: ObservedNodeGroup, **kw: Any) -> ObservedCluster:
     base: dict[str, Any] = dict(
-        uuid="c-1", name="kfdeploy-staging", status="CREATE_COMPLETE", template_id="t-1",
-        template_name="kubernetes-1.36-cern", api_address="https://10.0.0.1:6443",
-        master_count=3, nodegroups=(master(), *(groups or (worker(), gpu()))),
+        uuid="c-1",
+        name="kfdeploy-staging",
+        status="CREATE_COMPLETE",
+        template_id="t-1",
+        template_name="kubernetes-1.36-cern",
+        api_address="https://10.0.0.1:6443",
+        master_count=3,
+        nodegroups=(master(), *(groups or (worker(), gpu()))),
     )
     base.update(kw)
     return ObservedCluster(**base)
@@ -132,8 +173,9 @@ def test_add_gpu_nodegroup_to_existing_cluster() -> None:
 
 
 def test_resize_default_worker_3_to_5() -> None:
-    desired = staging(workers={"name": "default-worker", "flavor": "m2.xlarge", "count": 5,
-                               "min": 1, "max": 6})
+    desired = staging(
+        workers={"name": "default-worker", "flavor": "m2.xlarge", "count": 5, "min": 1, "max": 6}
+    )
     plan = run(desired, Observed((template(),), cluster()))
     assert lines(plan) == ["resize-nodegroup nodegroup default-worker: 3 -> 5 nodes"]
     assert dict(plan.changes[0].params) == {"nodegroup": "default-worker", "node_count": 5}
@@ -145,8 +187,10 @@ def test_drift_resized_behind_our_back_is_corrected() -> None:
 
 
 def test_bounds_only() -> None:
-    plan = run(staging(), Observed((template(),), cluster(worker(min_node_count=2, max_node_count=3),
-                                                         gpu())))
+    plan = run(
+        staging(),
+        Observed((template(),), cluster(worker(min_node_count=2, max_node_count=3), gpu())),
+    )
     assert lines(plan) == [
         "update-nodegroup-bounds nodegroup default-worker: min..max 2..3 -> 1..6",
     ]
@@ -167,11 +211,20 @@ def test_bounds_and_resize_are_ordered_so_magnum_accepts_each_step(
     have: tuple[int, int, int], want: tuple[int, int, int], expected: list[str]
 ) -> None:
     count, low, high = want
-    desired = staging(workers={"name": "default-worker", "flavor": "m2.xlarge", "count": count,
-                               "min": low, "max": high})
+    desired = staging(
+        workers={
+            "name": "default-worker",
+            "flavor": "m2.xlarge",
+            "count": count,
+            "min": low,
+            "max": high,
+        }
+    )
     h_count, h_low, h_high = have
-    observed = Observed((template(),), cluster(
-        worker(node_count=h_count, min_node_count=h_low, max_node_count=h_high), gpu()))
+    observed = Observed(
+        (template(),),
+        cluster(worker(node_count=h_count, min_node_count=h_low, max_node_count=h_high), gpu()),
+    )
     steps = []
     for c in run(desired, observed).changes:
         if c.action == "resize-nodegroup":
@@ -190,8 +243,14 @@ def test_bounds_and_resize_are_ordered_so_magnum_accepts_each_step(
 
 
 def test_upgrade_via_new_template_creates_it_first() -> None:
-    desired = staging(template={"name": "kubernetes-1.37-cern", "create": True,
-                                "image": "fedora-coreos-41", "labels": {"kube_tag": "v1.37.0"}})
+    desired = staging(
+        template={
+            "name": "kubernetes-1.37-cern",
+            "create": True,
+            "image": "fedora-coreos-41",
+            "labels": {"kube_tag": "v1.37.0"},
+        }
+    )
     plan = run(desired, Observed((), cluster()))
     assert lines(plan) == [
         "create-template template kubernetes-1.37-cern: image fedora-coreos-41, 1 labels",
@@ -213,16 +272,19 @@ def test_nodegroup_not_in_env_is_only_deleted_with_prune() -> None:
 
 
 def test_failed_nodegroup_is_replaced() -> None:
-    observed = Observed((template(),), cluster(worker(), gpu(status="CREATE_FAILED",
-                                                            status_reason="No valid host")))
+    observed = Observed(
+        (template(),), cluster(worker(), gpu(status="CREATE_FAILED", status_reason="No valid host"))
+    )
     assert [c.action for c in run(staging(), observed).changes] == [
-        "delete-nodegroup", "create-nodegroup",
+        "delete-nodegroup",
+        "create-nodegroup",
     ]
 
 
 def test_failed_cluster_blocks_with_reason() -> None:
-    observed = Observed((template(),), cluster(status="CREATE_FAILED",
-                                               status_reason="Quota exceeded for instances"))
+    observed = Observed(
+        (template(),), cluster(status="CREATE_FAILED", status_reason="Quota exceeded for instances")
+    )
     plan = run(staging(), observed)
     assert plan.blockers and "Quota exceeded for instances" in plan.blockers[0]
 
@@ -237,8 +299,16 @@ def test_unchangeable_differences_are_notes_not_changes() -> None:
 
 def test_plan_json_shape() -> None:
     data = run(staging(), Observed()).to_dict()
-    assert set(data) == {"environment", "provider", "cluster", "exists", "noop", "changes",
-                         "notes", "blockers"}
+    assert set(data) == {
+        "environment",
+        "provider",
+        "cluster",
+        "exists",
+        "noop",
+        "changes",
+        "notes",
+        "blockers",
+    }
     assert data["changes"][2] == {
         "action": "create-nodegroup",
         "target": "nodegroup gpu-a100",
@@ -269,8 +339,15 @@ def test_request_bodies() -> None:
     assert body["merge_labels"] is True
     ng = nodegroup_body(desired.nodegroups[0])
     assert ng == {
-        "name": "gpu-a100", "flavor_id": "g1.a100.x2", "node_count": 2, "min_node_count": 0,
-        "max_node_count": 4, "role": "worker", "merge_labels": True,
-        "labels": {"kubelet_options": "--node-labels=nvidia.com/gpu.present=true "
-                   "--register-with-taints=nvidia.com/gpu=present:NoSchedule"},
+        "name": "gpu-a100",
+        "flavor_id": "g1.a100.x2",
+        "node_count": 2,
+        "min_node_count": 0,
+        "max_node_count": 4,
+        "role": "worker",
+        "merge_labels": True,
+        "labels": {
+            "kubelet_options": "--node-labels=nvidia.com/gpu.present=true "
+            "--register-with-taints=nvidia.com/gpu=present:NoSchedule"
+        },
     }

@@ -17,7 +17,8 @@ from kfdeploy.errors import GuardError
 
 def environment(cluster: dict[str, Any]) -> Environment:
     return Environment.model_validate(
-        {"name": "ext", "kubeflow": {"release": "26.03"}, "cluster": cluster})
+        {"name": "ext", "kubeflow": {"release": "26.03"}, "cluster": cluster}
+    )
 
 
 def test_kubeconfig_provider_never_changes_the_cluster(tmp_path: Path) -> None:
@@ -46,11 +47,15 @@ def test_kubeconfig_provider_reports_a_missing_file(tmp_path: Path) -> None:
 
 
 def magnum_env(cloud: str) -> Environment:
-    return environment({
-        "provider": "magnum", "cloud": cloud,
-        "template": {"name": "t"}, "masters": {"flavor": "m"},
-        "workers": {"name": "default-worker", "flavor": "w", "count": 1},
-    })
+    return environment(
+        {
+            "provider": "magnum",
+            "cloud": cloud,
+            "template": {"name": "t"},
+            "masters": {"flavor": "m"},
+            "workers": {"name": "default-worker", "flavor": "w", "count": 1},
+        }
+    )
 
 
 def test_other_clouds_never_start_the_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,8 +71,12 @@ def test_local_cloud_uses_a_defining_clouds_yaml_before_the_emulator(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started: list[bool] = []
-    monkeypatch.setattr("kfdeploy.sim.magnum.ensure_emulator",
-                        lambda: started.append(True) or tmp_path / "emu.yaml")
+
+    def fake_emulator() -> Path:
+        started.append(True)
+        return tmp_path / "emu.yaml"
+
+    monkeypatch.setattr("kfdeploy.sim.magnum.ensure_emulator", fake_emulator)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("OS_CLIENT_CONFIG_FILE", raising=False)

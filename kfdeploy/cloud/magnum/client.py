@@ -112,22 +112,33 @@ def to_cloud_error(exc: BaseException, doing: str, cloud: str | None) -> Kfdeplo
     if isinstance(exc, KfdeployError):
         return exc
     if isinstance(exc, (ks.ConnectFailure, ks.ConnectTimeout)):
-        return CloudError(f"{doing}: cannot reach {where}: {exc}",
-                          hint="check the auth_url in clouds.yaml and your network")
+        return CloudError(
+            f"{doing}: cannot reach {where}: {exc}",
+            hint="check the auth_url in clouds.yaml and your network",
+        )
     if isinstance(exc, (ks.EndpointNotFound, osx.ServiceDiscoveryException)):
         return CloudError(f"{doing}: {where} has no container-infra (Magnum) endpoint: {exc}")
     status = _status_of(exc)
     detail = magnum_detail(getattr(exc, "response", None)) or getattr(exc, "details", None)
     detail = str(detail or exc).strip()
     if status == 401:
-        return CloudError(f"{doing}: authentication to {where} failed: {detail}", status=401,
-                          hint="check the credentials in clouds.yaml (or OS_* variables)")
+        return CloudError(
+            f"{doing}: authentication to {where} failed: {detail}",
+            status=401,
+            hint="check the credentials in clouds.yaml (or OS_* variables)",
+        )
     if status == 403 and ("limit exceeded" in detail.lower() or "quota" in detail.lower()):
-        return CloudError(f"{doing}: quota exceeded on {where}: {detail}", status=403,
-                          hint="delete unused clusters or ask for a quota increase")
+        return CloudError(
+            f"{doing}: quota exceeded on {where}: {detail}",
+            status=403,
+            hint="delete unused clusters or ask for a quota increase",
+        )
     if status == 406:
-        return CloudError(f"{doing}: Magnum refused the API microversion: {detail}", status=406,
-                          hint=f"kfdeploy needs Magnum API {MICROVERSION} or later")
+        return CloudError(
+            f"{doing}: Magnum refused the API microversion: {detail}",
+            status=406,
+            hint=f"kfdeploy needs Magnum API {MICROVERSION} or later",
+        )
     if status is not None:
         return CloudError(f"{doing}: Magnum answered {status}: {detail}", status=status)
     return CloudError(f"{doing}: {type(exc).__name__}: {detail}")
@@ -151,8 +162,7 @@ def _quiet_sdk() -> Iterator[None]:
     # deprecated to itself). Both are PendingDeprecationWarnings nobody using the SDK can act on;
     # under `-W error` they would break every call, so they are silenced around SDK calls only.
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=PendingDeprecationWarning,
-                                module=r"openstack\.")
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module=r"openstack\.")
         warnings.filterwarnings("ignore", message="Support for InfluxDB")
         yield
 
@@ -163,14 +173,18 @@ def load_region(cloud: str | None, clouds_file: Path | None) -> Any:
 
     try:
         with _quiet_sdk():
-            loader = occ.OpenStackConfig(config_files=[str(clouds_file)]) if clouds_file else (
-                occ.OpenStackConfig()
+            loader = (
+                occ.OpenStackConfig(config_files=[str(clouds_file)])
+                if clouds_file
+                else (occ.OpenStackConfig())
             )
             return loader.get_one(cloud=cloud)
     except (osx.ConfigException, KeyError) as exc:
         where = f" in {clouds_file}" if clouds_file else ""
-        raise ConfigError(f"cannot load cloud {cloud!r}{where}: {exc}",
-                          hint="set cluster.cloud to a clouds.yaml cloud, or OS_CLOUD") from exc
+        raise ConfigError(
+            f"cannot load cloud {cloud!r}{where}: {exc}",
+            hint="set cluster.cloud to a clouds.yaml cloud, or OS_CLOUD",
+        ) from exc
 
 
 def new_connection(region: Any) -> Any:
@@ -206,7 +220,9 @@ class MagnumClient:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def call(self, doing: str, fn: Callable[[], T], recover: Callable[[], T | None] | None = None) -> T:
+    def call(
+        self, doing: str, fn: Callable[[], T], recover: Callable[[], T | None] | None = None
+    ) -> T:
         """Run `fn`, retrying temporary failures with backoff; `recover` finds the result of a
         create that may have succeeded although its answer was lost."""
         delay = self.settings.retry_delay
@@ -218,9 +234,14 @@ class MagnumClient:
             except Exception as exc:
                 if not is_temporary(exc) or attempt == attempts:
                     raise to_cloud_error(exc, doing, self.cloud) from exc
-                log.warning("%s: attempt #%d/%d failed (%s); will retry in %.1fs",
-                            doing, attempt, attempts, to_cloud_error(exc, doing, self.cloud),
-                            delay)
+                log.warning(
+                    "%s: attempt #%d/%d failed (%s); will retry in %.1fs",
+                    doing,
+                    attempt,
+                    attempts,
+                    to_cloud_error(exc, doing, self.cloud),
+                    delay,
+                )
                 self._sleep(delay)
                 delay = min(delay * 2, self.settings.retry_delay_max)
                 if recover is not None:
@@ -257,8 +278,12 @@ class MagnumClient:
         from openstack import exceptions as osx
 
         try:
-            return dict(self.call(f"get cluster template {uuid}",
-                                  lambda: self._request("GET", f"/clustertemplates/{uuid}")))
+            return dict(
+                self.call(
+                    f"get cluster template {uuid}",
+                    lambda: self._request("GET", f"/clustertemplates/{uuid}"),
+                )
+            )
         except CloudError as exc:
             if isinstance(exc.__cause__, osx.NotFoundException):
                 return None
@@ -275,16 +300,18 @@ class MagnumClient:
         return self.call(f"create cluster template {body['name']}", create, recover)
 
     def delete_template(self, uuid: str) -> None:
-        self.call(f"delete cluster template {uuid}",
-                  lambda: self.proxy.delete_cluster_template(uuid, ignore_missing=True))
+        self.call(
+            f"delete cluster template {uuid}",
+            lambda: self.proxy.delete_cluster_template(uuid, ignore_missing=True),
+        )
 
     # -- clusters -------------------------------------------------------------------------
 
     def find_cluster(self, name: str) -> dict[str, Any] | None:
         """The cluster named `name` (full detail), None if absent; two of them is an error."""
-        clusters = self.call("list clusters", lambda: [
-            c.to_dict(computed=False) for c in self.proxy.clusters()
-        ])
+        clusters = self.call(
+            "list clusters", lambda: [c.to_dict(computed=False) for c in self.proxy.clusters()]
+        )
         matches = [c for c in clusters if c.get("name") == name]
         if len(matches) > 1:
             raise CloudError(
@@ -319,8 +346,9 @@ class MagnumClient:
         return self.call(f"create cluster {body['name']}", create, recover)
 
     def delete_cluster(self, uuid: str) -> None:
-        self.call(f"delete cluster {uuid}",
-                  lambda: self.proxy.delete_cluster(uuid, ignore_missing=True))
+        self.call(
+            f"delete cluster {uuid}", lambda: self.proxy.delete_cluster(uuid, ignore_missing=True)
+        )
 
     def resize(self, cluster: str, nodegroup: str, node_count: int) -> None:
         # Our own POST: openstacksdk's Cluster.resize() cannot read the answer (see module doc).
@@ -345,16 +373,21 @@ class MagnumClient:
         """Every nodegroup of `cluster` in full detail (min/max, labels, status_reason)."""
         from kfdeploy.cloud.magnum.resources import NodeGroup
 
-        summary = self.call(f"list nodegroups of {cluster}", lambda: [
-            ng.to_dict(computed=False)
-            for ng in self.proxy._list(NodeGroup, cluster_id=cluster)
-        ])
+        summary = self.call(
+            f"list nodegroups of {cluster}",
+            lambda: [
+                ng.to_dict(computed=False) for ng in self.proxy._list(NodeGroup, cluster_id=cluster)
+            ],
+        )
         return [self.get_nodegroup(cluster, str(s["id"] or s["name"])) or s for s in summary]
 
     def get_nodegroup(self, cluster: str, ident: str) -> dict[str, Any] | None:
         try:
-            return dict(self.request(f"get nodegroup {ident}", "GET",
-                                     f"/clusters/{cluster}/nodegroups/{ident}"))
+            return dict(
+                self.request(
+                    f"get nodegroup {ident}", "GET", f"/clusters/{cluster}/nodegroups/{ident}"
+                )
+            )
         except CloudError as exc:
             if exc.status == 404:
                 return None
@@ -379,23 +412,27 @@ class MagnumClient:
             {"op": "replace", "path": "/min_node_count", "value": low},
             {"op": "replace", "path": "/max_node_count", "value": high},
         ]
-        self.request(f"update bounds of nodegroup {nodegroup}", "PATCH",
-                     f"/clusters/{cluster}/nodegroups/{nodegroup}", ops)
+        self.request(
+            f"update bounds of nodegroup {nodegroup}",
+            "PATCH",
+            f"/clusters/{cluster}/nodegroups/{nodegroup}",
+            ops,
+        )
 
     def delete_nodegroup(self, cluster: str, nodegroup: str) -> None:
         from kfdeploy.cloud.magnum.resources import NodeGroup
 
         self.call(
             f"delete nodegroup {nodegroup}",
-            lambda: self.proxy._delete(NodeGroup, nodegroup, cluster_id=cluster,
-                                       ignore_missing=True),
+            lambda: self.proxy._delete(
+                NodeGroup, nodegroup, cluster_id=cluster, ignore_missing=True
+            ),
         )
 
     # -- certificates ---------------------------------------------------------------------
 
     def cluster_ca(self, cluster: str) -> str:
-        cert = self.call("get the cluster CA",
-                         lambda: self.proxy.get_cluster_certificate(cluster))
+        cert = self.call("get the cluster CA", lambda: self.proxy.get_cluster_certificate(cluster))
         return str(cert.pem)
 
     def sign_csr(self, cluster: str, csr_pem: str) -> str:

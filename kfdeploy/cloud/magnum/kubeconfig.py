@@ -32,10 +32,14 @@ def make_admin_csr() -> tuple[bytes, bytes]:
     SecretRedactor.register(key_pem.decode())
     csr = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([
-            x509.NameAttribute(NameOID.COMMON_NAME, "admin"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-        ]))
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, "admin"),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                ]
+            )
+        )
         .sign(key, hashes.SHA256())
     )
     return key_pem, csr.public_bytes(serialization.Encoding.PEM)

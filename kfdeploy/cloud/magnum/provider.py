@@ -99,32 +99,39 @@ class MagnumProvider:
         cluster_section = self.env.cluster
         assert cluster_section.template is not None
         name = self.env.cluster_name
-        templates = [_template(t) for t in self.client.templates_named(cluster_section.template.name)]
+        templates = [
+            _template(t) for t in self.client.templates_named(cluster_section.template.name)
+        ]
         raw = self.client.find_cluster(name)
         if raw is None:
             return Observed(tuple(templates), None)
-        template_name = next((t.name for t in templates if t.uuid == raw["cluster_template_id"]),
-                             None)
+        template_name = next(
+            (t.name for t in templates if t.uuid == raw["cluster_template_id"]), None
+        )
         if template_name is None:
             current = self.client.template_by_id(str(raw["cluster_template_id"]))
             template_name = current.get("name") if current else None
         groups = tuple(_nodegroup(g) for g in self.client.nodegroups(str(raw["uuid"])))
-        return Observed(tuple(templates), ObservedCluster(
-            uuid=str(raw["uuid"]),
-            name=str(raw["name"]),
-            status=str(raw.get("status")),
-            status_reason=raw.get("status_reason"),
-            template_id=str(raw["cluster_template_id"]),
-            template_name=template_name,
-            api_address=raw.get("api_address"),
-            master_count=int(raw.get("master_count") or 1),
-            nodegroups=groups,
-        ))
+        return Observed(
+            tuple(templates),
+            ObservedCluster(
+                uuid=str(raw["uuid"]),
+                name=str(raw["name"]),
+                status=str(raw.get("status")),
+                status_reason=raw.get("status_reason"),
+                template_id=str(raw["cluster_template_id"]),
+                template_name=template_name,
+                api_address=raw.get("api_address"),
+                master_count=int(raw.get("master_count") or 1),
+                nodegroups=groups,
+            ),
+        )
 
     def plan(self, env: Environment, *, prune: bool = False) -> ClusterPlan:
         self._check_env(env)
-        return plan_cluster(env.cluster, env.cluster_name, self.observe(),
-                            environment=env.name, prune=prune)
+        return plan_cluster(
+            env.cluster, env.cluster_name, self.observe(), environment=env.name, prune=prune
+        )
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -132,8 +139,10 @@ class MagnumProvider:
         self, plan: ClusterPlan, progress: Progress = no_progress, *, keep_failed: bool = False
     ) -> ApplyResult:
         if plan.cluster_name != self.env.cluster_name:
-            raise GuardError(f"plan is for cluster {plan.cluster_name}, "
-                             f"environment {self.env.name} owns {self.env.cluster_name}")
+            raise GuardError(
+                f"plan is for cluster {plan.cluster_name}, "
+                f"environment {self.env.name} owns {self.env.cluster_name}"
+            )
         if plan.blockers:
             raise CloudError("cannot apply: " + "; ".join(plan.blockers))
         result = ApplyResult()
@@ -145,18 +154,23 @@ class MagnumProvider:
             self._run(plan.changes, created, result, progress)
             # Converge: whatever the cloud silently dropped shows up in a fresh plan.
             for _ in range(2):
-                follow = self.plan(self.env, prune=any(
-                    c.action == "delete-nodegroup" for c in plan.changes))
+                follow = self.plan(
+                    self.env, prune=any(c.action == "delete-nodegroup" for c in plan.changes)
+                )
                 if follow.blockers:
                     raise CloudError("after apply: " + "; ".join(follow.blockers))
                 if not follow.changes:
                     break
-                progress(f"cluster {plan.cluster_name}: {len(follow.changes)} change(s) did not "
-                         "take; applying again")
+                progress(
+                    f"cluster {plan.cluster_name}: {len(follow.changes)} change(s) did not "
+                    "take; applying again"
+                )
                 self._run(follow.changes, created, result, progress)
             else:
-                raise CloudError(f"cluster {plan.cluster_name} did not converge to the "
-                                 "environment after 3 passes")
+                raise CloudError(
+                    f"cluster {plan.cluster_name} did not converge to the "
+                    "environment after 3 passes"
+                )
         except KfdeployError as exc:
             if created.empty():
                 raise
@@ -174,7 +188,10 @@ class MagnumProvider:
         return result
 
     def _run(
-        self, changes: tuple[Change, ...], created: _Created, result: ApplyResult,
+        self,
+        changes: tuple[Change, ...],
+        created: _Created,
+        result: ApplyResult,
         progress: Progress,
     ) -> None:
         for change in changes:
@@ -197,8 +214,10 @@ class MagnumProvider:
         if not found:
             raise CloudError(f"cluster template {name!r} not found in cloud {self.cloud!r}")
         if len(found) > 1:
-            raise CloudError(f"{len(found)} cluster templates are named {name!r}; "
-                             "kfdeploy needs the name to be unique")
+            raise CloudError(
+                f"{len(found)} cluster templates are named {name!r}; "
+                "kfdeploy needs the name to be unique"
+            )
         return str(found[0]["uuid"])
 
     def _cluster_uuid(self, created: _Created) -> str:
@@ -233,13 +252,16 @@ class MagnumProvider:
         for _ in range(self.waits.reissue):
             self._wait_idle(uuid, progress)
             self.client.upgrade(uuid, template)
-            raw = self._wait_cluster(uuid, None, self.waits.upgrade_timeout, progress,
-                                     after_change=True)
+            raw = self._wait_cluster(
+                uuid, None, self.waits.upgrade_timeout, progress, after_change=True
+            )
             if raw.get("cluster_template_id") == template:
                 return
             progress("upgrade did not take (cluster was busy?); re-issuing")
-        raise CloudError(f"cluster {self.env.cluster_name}: upgrade to template "
-                         f"{change.params['template']} did not take effect")
+        raise CloudError(
+            f"cluster {self.env.cluster_name}: upgrade to template "
+            f"{change.params['template']} did not take effect"
+        )
 
     def _do_create_nodegroup(self, change: Change, created: _Created, progress: Progress) -> None:
         group = self._group(str(change.params["nodegroup"]))
@@ -260,11 +282,17 @@ class MagnumProvider:
                 if exc.status != 409 or not not_ready or attempts > 20:
                     raise
                 progress(f"nodegroup {group.name}: cluster not ready yet ({exc.message}); waiting")
-                self._wait_api_address(uuid, self.env.cluster.create_timeout, progress,
-                                       force_sleep=True)
+                self._wait_api_address(
+                    uuid, self.env.cluster.create_timeout, progress, force_sleep=True
+                )
         created.nodegroups.append(group.name)
-        self._wait_nodegroup(uuid, group.name, timeout, progress,
-                             check=lambda ng: ng.get("status") == "CREATE_COMPLETE")
+        self._wait_nodegroup(
+            uuid,
+            group.name,
+            timeout,
+            progress,
+            check=lambda ng: ng.get("status") == "CREATE_COMPLETE",
+        )
         self._wait_idle(uuid, progress)
 
     def _do_resize_nodegroup(self, change: Change, created: _Created, progress: Progress) -> None:
@@ -277,15 +305,22 @@ class MagnumProvider:
         for _ in range(self.waits.reissue):
             self._wait_idle(uuid, progress)
             self.client.resize(uuid, name, count)
-            ng = self._wait_nodegroup(uuid, name, self.waits.resize_timeout, progress,
-                                      check=lambda ng: not _busy(ng.get("status")),
-                                      after_change=True)
+            ng = self._wait_nodegroup(
+                uuid,
+                name,
+                self.waits.resize_timeout,
+                progress,
+                check=lambda ng: not _busy(ng.get("status")),
+                after_change=True,
+            )
             if ng.get("node_count") == count and not _busy(ng.get("status")):
                 self._wait_idle(uuid, progress)
                 return
             progress(f"nodegroup {name}: resize to {count} did not take; re-issuing")
-        raise CloudError(f"nodegroup {name}: resize to {count} did not take effect "
-                         f"after {self.waits.reissue} attempts")
+        raise CloudError(
+            f"nodegroup {name}: resize to {count} did not take effect "
+            f"after {self.waits.reissue} attempts"
+        )
 
     def _do_update_nodegroup_bounds(
         self, change: Change, created: _Created, progress: Progress
@@ -298,9 +333,14 @@ class MagnumProvider:
         for _ in range(self.waits.reissue):
             self._wait_idle(uuid, progress)
             self.client.update_nodegroup_bounds(uuid, name, low, high)
-            ng = self._wait_nodegroup(uuid, name, self.waits.resize_timeout, progress,
-                                      check=lambda ng: not _busy(ng.get("status")),
-                                      after_change=True)
+            ng = self._wait_nodegroup(
+                uuid,
+                name,
+                self.waits.resize_timeout,
+                progress,
+                check=lambda ng: not _busy(ng.get("status")),
+                after_change=True,
+            )
             if (ng.get("min_node_count"), ng.get("max_node_count")) == (low, high):
                 self._wait_idle(uuid, progress)
                 return
@@ -322,8 +362,11 @@ class MagnumProvider:
             timeout=self.waits.delete_timeout,
             settings=self.waits,
             describe=lambda ng: "deleted" if ng is None else str(ng.get("status")),
-            failed=lambda ng: (f"nodegroup {name} deletion failed: {ng.get('status_reason')}"
-                               if ng and ng.get("status") == "DELETE_FAILED" else None),
+            failed=lambda ng: (
+                f"nodegroup {name} deletion failed: {ng.get('status_reason')}"
+                if ng and ng.get("status") == "DELETE_FAILED"
+                else None
+            ),
             progress=progress,
         )
         self._wait_idle(uuid, progress)
@@ -333,13 +376,20 @@ class MagnumProvider:
     def _cluster_failure(self, raw: dict[str, Any]) -> str:
         faults = raw.get("faults") or {}
         fault_text = "; ".join(f"{k}: {v}" for k, v in faults.items())
-        return (f"cluster {raw.get('name')} is {raw.get('status')}: "
-                f"{raw.get('status_reason') or 'no reason given'}"
-                + (f" (faults: {fault_text})" if fault_text else ""))
+        return (
+            f"cluster {raw.get('name')} is {raw.get('status')}: "
+            f"{raw.get('status_reason') or 'no reason given'}"
+            + (f" (faults: {fault_text})" if fault_text else "")
+        )
 
     def _wait_cluster(
-        self, uuid: str, target: str | None, timeout: float, progress: Progress,
-        *, after_change: bool = False,
+        self,
+        uuid: str,
+        target: str | None,
+        timeout: float,
+        progress: Progress,
+        *,
+        after_change: bool = False,
     ) -> dict[str, Any]:
         """Until the cluster reaches `target` (None: any settled state); FAILED raises."""
 
@@ -392,22 +442,32 @@ class MagnumProvider:
             lambda raw: bool(raw.get("api_address")),
             timeout=timeout,
             settings=self.waits,
-            describe=lambda raw: f"{raw.get('status')}, api_address "
-            + ("set" if raw.get("api_address") else "not yet"),
-            failed=lambda raw: (self._cluster_failure(raw)
-                                if raw.get("status") == "CREATE_FAILED" else None),
+            describe=lambda raw: (
+                f"{raw.get('status')}, api_address "
+                + ("set" if raw.get("api_address") else "not yet")
+            ),
+            failed=lambda raw: (
+                self._cluster_failure(raw) if raw.get("status") == "CREATE_FAILED" else None
+            ),
             progress=progress,
         )
 
     def _wait_nodegroup(
-        self, uuid: str, name: str, timeout: float, progress: Progress, *,
-        check: Any, after_change: bool = False,
+        self,
+        uuid: str,
+        name: str,
+        timeout: float,
+        progress: Progress,
+        *,
+        check: Any,
+        after_change: bool = False,
     ) -> dict[str, Any]:
         def read() -> dict[str, Any]:
             ng = self.client.get_nodegroup(uuid, name)
             if ng is None:
-                raise CloudError(f"nodegroup {name} disappeared from cluster "
-                                 f"{self.env.cluster_name}")
+                raise CloudError(
+                    f"nodegroup {name} disappeared from cluster {self.env.cluster_name}"
+                )
             return ng
 
         def failed(ng: dict[str, Any]) -> str | None:
@@ -416,9 +476,11 @@ class MagnumProvider:
             cluster = self.client.get_cluster(uuid)
             faults = cluster.get("faults") or {}
             extra = "; ".join(f"{k}: {v}" for k, v in faults.items() if k != name)
-            return (f"nodegroup {name} of cluster {self.env.cluster_name} is {ng.get('status')}: "
-                    f"{ng.get('status_reason') or 'no reason given'}"
-                    + (f" (other cluster faults: {extra})" if extra else ""))
+            return (
+                f"nodegroup {name} of cluster {self.env.cluster_name} is {ng.get('status')}: "
+                f"{ng.get('status_reason') or 'no reason given'}"
+                + (f" (other cluster faults: {extra})" if extra else "")
+            )
 
         result: dict[str, Any] = poll_until(
             f"nodegroup {name}",
@@ -466,8 +528,9 @@ class MagnumProvider:
             timeout=self.waits.delete_timeout,
             settings=self.waits,
             describe=lambda raw: "deleted" if raw is None else str(raw.get("status")),
-            failed=lambda raw: (self._cluster_failure(raw)
-                                if raw and raw.get("status") == "DELETE_FAILED" else None),
+            failed=lambda raw: (
+                self._cluster_failure(raw) if raw and raw.get("status") == "DELETE_FAILED" else None
+            ),
             progress=progress,
         )
 
@@ -512,11 +575,14 @@ class MagnumProvider:
         self._check_env(env)
         raw = self.client.find_cluster(env.cluster_name)
         if raw is None:
-            raise CloudError(f"cluster {env.cluster_name} does not exist; "
-                             f"run `kfdeploy cluster apply {env.name}` first")
+            raise CloudError(
+                f"cluster {env.cluster_name} does not exist; "
+                f"run `kfdeploy cluster apply {env.name}` first"
+            )
         if not raw.get("api_address"):
-            raise CloudError(f"cluster {env.cluster_name} has no API address yet "
-                             f"(status {raw.get('status')})")
+            raise CloudError(
+                f"cluster {env.cluster_name} has no API address yet (status {raw.get('status')})"
+            )
         uuid = str(raw["uuid"])
         template = self.client.template_by_id(str(raw["cluster_template_id"])) or {}
         if template.get("tls_disabled"):
@@ -537,8 +603,7 @@ class MagnumProvider:
             raise CloudError(f"cluster {env.cluster_name} does not exist")
         uuid = str(raw["uuid"])
         if self.client.get_nodegroup(uuid, nodegroup) is None:
-            raise CloudError(f"cluster {env.cluster_name} has no nodegroup {nodegroup}",
-                             status=404)
+            raise CloudError(f"cluster {env.cluster_name} has no nodegroup {nodegroup}", status=404)
         self._resize(uuid, nodegroup, count, progress)
 
     def delete(self, env: Environment, progress: Progress = no_progress) -> bool:

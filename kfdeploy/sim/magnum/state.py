@@ -799,14 +799,20 @@ def validate_node_counts(ng: dict[str, Any]) -> None:
 
     if high is not None:
         if high < low:
-            raise invalid("max_node_count", f"min_node_count ({low}) should be less or equal "
-                          f"to max_node_count ({high})")
+            raise invalid(
+                "max_node_count",
+                f"min_node_count ({low}) should be less or equal to max_node_count ({high})",
+            )
         if count > high:
-            raise invalid("max_node_count", f"node_count ({count}) should be less or equal to "
-                          f"max_node_count ({high})")
+            raise invalid(
+                "max_node_count",
+                f"node_count ({count}) should be less or equal to max_node_count ({high})",
+            )
     if low > count:
-        raise invalid("min_node_count", f"min_node_count ({low}) should be less or equal to "
-                      f"node_count ({count})")
+        raise invalid(
+            "min_node_count",
+            f"min_node_count ({low}) should be less or equal to node_count ({count})",
+        )
 
 
 def apply_json_patch(
