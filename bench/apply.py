@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 KUBECTL = str(BIN / "kubectl")
 KFDEPLOY = str(BIN / "kfdeploy")
-NODES_SPEC = {"cpu": "32", "memory": "128Gi"}
 
 
 def log(msg: str) -> None:
@@ -64,7 +63,12 @@ def fresh_cluster(state: Path, name: str) -> Any:
     cluster = LocalCluster(state / name, name=name)
     cluster.destroy()
     nodes = [
-        SimNode(name=f"bench-{i}", labels={"magnum.openstack.org/role": "worker"}, **NODES_SPEC)
+        SimNode(
+            name=f"bench-{i}",
+            cpu="32",
+            memory="128Gi",
+            labels={"magnum.openstack.org/role": "worker"},
+        )
         for i in range(3)
     ]
     cluster.start(nodes, timeout=300)
