@@ -394,3 +394,18 @@ def test_nodegroup_waits_for_the_cluster_api_address(emulator: Emulator, tmp_pat
     assert {g.name for g in provider.status(env).nodegroups} >= {"gpu-a100"}
     provider.delete(env)
     client.delete_template(tmpl)
+
+
+def test_short_lived_tokens_are_renewed(tmp_path: Path) -> None:
+    with running(fast_config(tmp_path / "ttl", token_ttl=2)) as em:
+        clouds = em.write_clouds_yaml(tmp_path / "clouds.yaml")
+        client = MagnumClient(connect(LOCAL_CLOUD, clouds), LOCAL_CLOUD)
+        client.templates_named("x")
+        time.sleep(2.5)  # the first token has expired: the next call must get a new one
+        client.templates_named("x")
+        auths = sum(
+            r["count"]
+            for r in em.requests()
+            if r["method"] == "POST" and r["path"] == "/identity/v3/auth/tokens"
+        )
+    assert auths >= 2
