@@ -218,7 +218,11 @@ def test_sdk_update_cluster_by_id_is_refused(emulator: Emulator, clouds: Path) -
     proxy = sdk_proxy(clouds)
     proxy.additional_headers["OpenStack-API-Version"] = VERSION_VALUE
     with pytest.raises(osx.BadRequestException):
-        proxy.update_cluster(uuid, node_count=3)
+        proxy.update_cluster(uuid, node_count=3)  # a JSON-patch Magnum refuses
+    # With a fetched Cluster the SDK diffs real state and sends a plain replace.
+    proxy.update_cluster(proxy.get_cluster(uuid), node_count=3)
+    client = MagnumClient(connect(LOCAL_CLOUD, clouds), LOCAL_CLOUD)
+    assert client.get_nodegroup(uuid, "default-worker")["node_count"] == 3  # type: ignore[index]
 
 
 def test_sdk_errors_lack_magnum_detail_ours_carry_it(emulator: Emulator, clouds: Path) -> None:
