@@ -2,7 +2,7 @@
 
 State directory (default `$KFDEPLOY_CACHE/magnum-emulator`):
 
-    emulator.json       pid, port, url of the running daemon
+    emulator.json       pid, port, url of the running daemon (emulator.pid: the pid alone)
     clouds.yaml         clouds `kfdeploy-local` (password) and `kfdeploy-local-appcred`
     config.yaml         optional emulator config (delays, flavors, max_version, ...)
     magnum-state.json   templates and clusters
@@ -174,6 +174,7 @@ def serve(state_dir: Path, port: int, config_file: Path | None) -> None:
     em = Emulator(config).start()
     em.write_clouds_yaml(state_dir / "clouds.yaml")
     info = {"pid": os.getpid(), "port": em.port, "url": em.url}
+    (state_dir / "emulator.pid").write_text(f"{os.getpid()}\n")
     (state_dir / "emulator.json").write_text(json.dumps(info))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
