@@ -7,6 +7,7 @@ passes them as the "rendered" objects, so the checks compare exactly what the te
 from __future__ import annotations
 
 import base64
+import threading
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -332,6 +333,115 @@ def test_profile_reconciles_not_applicable_on_simulated(kubeconfig: Path) -> Non
     assert "profile controller does not really run on a simulated cluster" in result.reason
 
 
+PROFILE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "profiles.kubeflow.org"},
+    "spec": {
+        "group": "kubeflow.org",
+        "scope": "Cluster",
+        "names": {"plural": "profiles", "singular": "profile", "kind": "Profile"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def _fake_profile_controller(api: k8s.ApiClient, stop: threading.Event) -> None:
+    """What Kubeflow's profile controller does that the check looks at: namespace + binding."""
+    custom, core, rbac = (
+        k8s.CustomObjectsApi(api),
+        k8s.CoreV1Api(api),
+        k8s.RbacAuthorizationV1Api(api),
+    )
+    done: set[str] = set()
+    while not stop.wait(0.3):
+        for profile in custom.list_cluster_custom_object("kubeflow.org", "v1", "profiles")["items"]:
+            name = profile["metadata"]["name"]
+            if name in done or profile["metadata"].get("deletionTimestamp"):
+                continue
+            core.create_namespace({"metadata": {"name": name}})
+            rbac.create_namespaced_role_binding(
+                name,
+                {
+                    "metadata": {"name": "namespaceAdmin"},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": "kubeflow-admin",
+                    },
+                    "subjects": [
+                        {
+                            "apiGroup": "rbac.authorization.k8s.io",
+                            "kind": "User",
+                            "name": profile["spec"]["owner"]["name"],
+                        }
+                    ],
+                },
+            )
+            done.add(name)
+
+
+def test_profile_reconciles_with_a_working_controller(api: k8s.ApiClient, kubeconfig: Path) -> None:
+    # The real controller cannot run here; a stand-in proves the check's side against a real
+    # API server: the CR is accepted, the namespace and binding are seen, the Profile is deleted.
+    extensions = k8s.ApiextensionsV1Api(api)
+    try:
+        extensions.create_custom_resource_definition(PROFILE_CRD)
+        created = True
+    except k8s.ApiException as exc:
+        if exc.status != 409:  # another test in this session applied the real one: share it
+            raise
+        created = False
+    stop = threading.Event()
+    controller = threading.Thread(target=_fake_profile_controller, args=(api, stop), daemon=True)
+    try:
+        wait_for("the Profile CRD to be served", lambda: _established(extensions), 30)
+        controller.start()
+        result = _one(
+            _env(kubeconfig), "profile-reconciles", [RenderedObject("profiles", PROFILE_CRD)], 30
+        )
+        assert result.status == Status.passed, result
+        assert result.reason.startswith("Profile kfdeploy-smoke-")
+        assert result.reason.endswith("reconciled: namespace and RoleBindings namespaceAdmin")
+        profiles = k8s.CustomObjectsApi(api).list_cluster_custom_object(
+            "kubeflow.org", "v1", "profiles"
+        )
+        assert profiles["items"] == []  # the check deleted its Profile
+
+        stop.set()  # no controller: the check fails and says what is missing
+        result = _one(
+            _env(kubeconfig), "profile-reconciles", [RenderedObject("profiles", PROFILE_CRD)], 2
+        )
+        assert result.status == Status.failed
+        assert "not created" in result.reason
+    finally:
+        stop.set()
+        if controller.is_alive():
+            controller.join(5)
+        if created:
+            extensions.delete_custom_resource_definition("profiles.kubeflow.org")
+        for ns in k8s.CoreV1Api(api).list_namespace().items:
+            if ns.metadata.name.startswith("kfdeploy-smoke-"):
+                k8s.CoreV1Api(api).delete_namespace(ns.metadata.name)
+
+
+def _established(extensions: k8s.ApiextensionsV1Api) -> bool:
+    crd = extensions.read_custom_resource_definition("profiles.kubeflow.org")
+    return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+
+
 def test_smoke_command_end_to_end(tmp_path: Path, kubeconfig: Path, manifests_dir: Path) -> None:
     import typer
 
@@ -380,4 +490,9 @@ def test_smoke_command_end_to_end(tmp_path: Path, kubeconfig: Path, manifests_di
     ]
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None
-    assert [suite.get(a) for a in ("tests", "failures", "errors", "skipped")] == ["2", "0", "0", "1"]
+    assert [suite.get(a) for a in ("tests", "failures", "errors", "skipped")] == [
+        "2",
+        "0",
+        "0",
+        "1",
+    ]
