@@ -98,6 +98,7 @@ def run_checks(
                 )
             names = [n for n in known if n in only]
         checks = [known[n] for n in names]
+    own_client = None
     if kube is None:
         if kubeconfig is None:
             raise ConfigError(
@@ -106,7 +107,7 @@ def run_checks(
             )
         from kfdeploy.checks.kube import KubeClient
 
-        kube = KubeClient.from_kubeconfig(kubeconfig, context)
+        kube = own_client = KubeClient.from_kubeconfig(kubeconfig, context)
     client = kube
     started_at = datetime.now(UTC)
     started = time.monotonic()
@@ -114,11 +115,15 @@ def run_checks(
     def make_context(check: Check, seconds: float, cancelled: threading.Event) -> CheckContext:
         return CheckContext(env, objects, client, seconds, cancelled)
 
-    results = run(
-        checks,
-        make_context,
-        default_timeout=float(timeout if timeout is not None else env.smoke.timeout),
-        grace=grace,
-        on_result=on_result,
-    )
+    try:
+        results = run(
+            checks,
+            make_context,
+            default_timeout=float(timeout if timeout is not None else env.smoke.timeout),
+            grace=grace,
+            on_result=on_result,
+        )
+    finally:
+        if own_client is not None:
+            own_client.close()
     return SmokeReport(env.name, results, started_at, time.monotonic() - started)

@@ -14,6 +14,7 @@ from typing import Any
 
 from kfdeploy.checks.framework import CheckContext, Outcome, failed, not_applicable, passed
 from kfdeploy.checks.kube import JSON, Kube, path_of
+from kfdeploy.errors import ClusterError
 from kfdeploy.render.objects import RenderedObject
 
 # Lines of detail per failing object, and objects listed in a reason: enough to act on, short
@@ -166,7 +167,7 @@ class WorkloadsAvailable:
         wanted = [o for kind in WORKLOAD_KINDS for o in ctx.rendered(kind, "apps")]
         if not wanted:
             return not_applicable("no Deployment, StatefulSet or DaemonSet was rendered")
-        pending: list[tuple[RenderedObject, str]] = []
+        pending: list[tuple[RenderedObject, str, JSON | None]] = []  # (object, problem, live)
 
         def evaluate() -> Outcome:
             pending.clear()
@@ -174,10 +175,10 @@ class WorkloadsAvailable:
             for obj in wanted:
                 problem = workload_problem(obj.kind, live.get(_ref(obj)))
                 if problem:
-                    pending.append((obj, problem))
+                    pending.append((obj, problem, live.get(_ref(obj))))
             if not pending:
                 return passed(f"{len(wanted)} workloads ready")
-            names = [f"{o.kind} {_ns(o)}/{o.name}" for o, _ in pending]
+            names = [f"{o.kind} {_ns(o)}/{o.name}" for o, _, _ in pending]
             return failed(f"{len(pending)} of {len(wanted)} workloads not ready: {_names(names)}")
 
         outcome = ctx.poll(evaluate, self.interval)
@@ -185,17 +186,19 @@ class WorkloadsAvailable:
             return outcome
         # Only now look at pods: the scheduler's and kubelet's words are what a person acts on.
         details: list[str] = []
-        for obj, problem in pending:
+        for obj, problem, live in pending:
             details.append(f"{obj.kind} {_ns(obj)}/{obj.name} ({obj.component}): {problem}")
-            live = ctx.kube.get(_obj_path(obj))
-            if live is None:
+            selector = label_selector(((live or {}).get("spec") or {}).get("selector"))
+            if not selector:
                 continue
-            selector = label_selector((live.get("spec") or {}).get("selector"))
-            if selector:
+            try:
                 pods = ctx.kube.list(
                     path_of("v1", "pods", namespace=_ns(obj)), {"labelSelector": selector}
                 )
-                details.extend(f"  {line}" for line in pod_problems(pods))
+            except ClusterError as exc:  # the verdict stands without the pods' story
+                details.append(f"  (could not list its pods: {exc})")
+                continue
+            details.extend(f"  {line}" for line in pod_problems(pods))
         return failed(outcome.reason, details)
 
 
@@ -206,10 +209,6 @@ def _ns(obj: RenderedObject) -> str:
 
 def _ref(obj: RenderedObject) -> tuple[str, str, str]:
     return obj.kind, _ns(obj), obj.name
-
-
-def _obj_path(obj: RenderedObject) -> str:
-    return path_of("apps/v1", WORKLOAD_KINDS[obj.kind], obj.name, _ns(obj))
 
 
 def _live_by_key(kube: Kube, wanted: Sequence[RenderedObject]) -> dict[tuple[str, str, str], JSON]:
