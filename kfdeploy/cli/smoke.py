@@ -6,6 +6,7 @@ root presents errors that stop the run before any check (a bad kubeconfig: exit 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from enum import StrEnum
@@ -25,10 +26,11 @@ class Output(StrEnum):
 
 
 def resolve_kubeconfig(env: Environment, explicit: Path | None = None) -> Path:
-    """Where `env`'s cluster is: `--kubeconfig`, else the environment's own kubeconfig file.
+    """Where `env`'s cluster is: `--kubeconfig`, the environment's own file, or what `up` saved.
 
-    The seam for providers: the Magnum provider will answer for `provider: magnum` (it fetches
-    the cluster's kubeconfig); until then a Magnum environment needs `--kubeconfig`.
+    The seam for providers: a Magnum environment's kubeconfig is the one `kfdeploy up` fetched
+    from the provider and kept in its state folder; fetching it afresh from Magnum belongs here
+    too once the provider offers it without provisioning.
     """
     from kfdeploy.errors import ConfigError
 
@@ -36,10 +38,21 @@ def resolve_kubeconfig(env: Environment, explicit: Path | None = None) -> Path:
         return explicit.expanduser()
     if env.cluster.provider == "kubeconfig" and env.cluster.kubeconfig:
         return Path(os.path.expandvars(env.cluster.kubeconfig)).expanduser()
+    saved = _saved_by_up(env)
+    if saved is not None and saved.is_file():
+        return saved
     raise ConfigError(
         f"no kubeconfig for environment {env.name} (provider {env.cluster.provider})",
-        hint="pass --kubeconfig FILE",
+        hint=f"run `kfdeploy up {env.name}` first, or pass --kubeconfig FILE",
     )
+
+
+def _saved_by_up(env: Environment) -> Path | None:
+    try:
+        from kfdeploy.workflows.up import kubeconfig_path
+    except ImportError:  # up is optional while kfdeploy grows (see the root's _add_groups)
+        return None
+    return kubeconfig_path(env)
 
 
 def run_smoke(
@@ -114,16 +127,23 @@ def smoke(
     ] = None,
 ) -> None:
     """Check that ENV's deployed platform works: workloads, CRDs, webhooks, GPU, profiles."""
+    from rich.console import Console
+
     from kfdeploy.checks import report as reports
 
-    report = run_smoke(
-        env,
-        kubeconfig=kubeconfig,
-        context=context,
-        manifests=manifests,
-        only=check,
-        timeout=timeout,
-    )
+    # Checks may wait minutes for a platform to settle: say so on stderr, keep stdout clean.
+    waiting: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if output == Output.text:
+        waiting = Console(stderr=True).status("running smoke checks ...")
+    with waiting:
+        report = run_smoke(
+            env,
+            kubeconfig=kubeconfig,
+            context=context,
+            manifests=manifests,
+            only=check,
+            timeout=timeout,
+        )
     if junit is not None:
         reports.write_junit(report, junit)
     if output == Output.json:

@@ -115,3 +115,23 @@ def test_resolve_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     )
     with pytest.raises(ConfigError, match="no kubeconfig for environment unit"):
         smoke_cli.resolve_kubeconfig(magnum)
+
+
+def test_magnum_environment_uses_the_kubeconfig_up_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    magnum = make_env(
+        cluster={
+            "provider": "magnum",
+            "kubeconfig": None,
+            "template": {"name": "t"},
+            "masters": {"flavor": "m"},
+            "workers": {"name": "default-worker", "flavor": "w", "count": 1},
+        }
+    )
+    saved = tmp_path / "unit.yaml"
+    monkeypatch.setattr(smoke_cli, "_saved_by_up", lambda env: saved)
+    with pytest.raises(ConfigError, match="run `kfdeploy up unit` first"):
+        smoke_cli.resolve_kubeconfig(magnum)
+    saved.write_text("apiVersion: v1\n")
+    assert smoke_cli.resolve_kubeconfig(magnum) == saved
