@@ -131,7 +131,8 @@ def test_magnum_environment_uses_the_kubeconfig_up_saved(
     )
     saved = tmp_path / "unit.yaml"
     monkeypatch.setattr(smoke_cli, "_saved_by_up", lambda env: saved)
-    with pytest.raises(ConfigError, match="run `kfdeploy up unit` first"):
+    with pytest.raises(ConfigError, match="no kubeconfig for environment unit") as info:
         smoke_cli.resolve_kubeconfig(magnum)
+    assert info.value.hint == "run `kfdeploy up unit` first, or pass --kubeconfig FILE"
     saved.write_text("apiVersion: v1\n")
     assert smoke_cli.resolve_kubeconfig(magnum) == saved
