@@ -83,9 +83,10 @@ def run_checks(
     has one). `only` narrows the selection, `timeout` overrides `env.smoke.timeout` (seconds per
     check), `checks` replaces the check implementations (tests). `on_result` sees each result as
     soon as the runner collects it, for live progress. Raises only when the cluster cannot even
-    be configured (`ConfigError` for a bad kubeconfig); a failing check is a result, not an error.
+    be configured (`ConfigError` for a bad kubeconfig) or does not answer at all (`ClusterError`);
+    a failing check is a result, not an error.
     """
-    from kfdeploy.errors import ConfigError
+    from kfdeploy.errors import ClusterError, ConfigError
 
     if checks is None:
         known = all_checks()
@@ -109,6 +110,18 @@ def run_checks(
 
         kube = own_client = KubeClient.from_kubeconfig(kubeconfig, context)
     client = kube
+    try:
+        # One cheap call first: an unreachable or refusing API server is one clear error now,
+        # instead of five checks each waiting out their timeout on it.
+        client.get("/version")
+    except ClusterError as exc:
+        if own_client is not None:
+            own_client.close()
+        raise ClusterError(
+            f"cannot use the cluster of environment {env.name}: {exc}",
+            status=exc.status,
+            hint="check the kubeconfig (and context) and that the API server is up",
+        ) from exc
     started_at = datetime.now(UTC)
     started = time.monotonic()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from checks_fakes import FakeKube, make_env
@@ -225,6 +226,29 @@ def test_no_kubeconfig_is_a_config_error() -> None:
         run_checks(make_env(), None, [])
 
 
-def test_missing_kubeconfig_file_is_a_config_error(tmp_path: object) -> None:
+def test_missing_kubeconfig_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         run_checks(make_env(), "/nonexistent/kubeconfig", [])
+
+
+def test_an_unreachable_api_server_is_one_error_before_any_check() -> None:
+    kube = FakeKube()
+    kube.errors["/version"] = [ClusterError("GET /version: cannot reach the API server: refused")]
+    check = Fixed("a", passed())
+    with pytest.raises(ClusterError, match="cannot use the cluster of environment unit: GET"):
+        run_checks(make_env(), None, [], kube=kube, checks=[check])  # type: ignore[list-item]
+    assert check.ran_in == []
+
+
+def test_a_kubeconfig_pointing_nowhere_fails_fast(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9', insecure-skip-tls-verify: true}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match="cannot reach the API server"):
+        run_checks(make_env(), kubeconfig, [])
+    assert time.monotonic() - started < 10
