@@ -5,7 +5,8 @@ One run, same machine, same rendered objects (the `local` environment: 26.03 wit
 1. upstream: a fresh cluster; `kubectl apply --server-side --force-conflicts -f <rendered>` until it
    succeeds, sleeping 20 s between attempts as upstream's README writes it; then `kubectl wait`
    until every Deployment is Available and every StatefulSet/DaemonSet rolled out (converged).
-   Then the no-op: `kubectl apply --server-side -f <rendered>` again on the converged cluster.
+   Then the no-op: `kubectl apply --server-side --force-conflicts -f <rendered>` again on the
+   converged cluster (without --force-conflicts kubectl fails on upstream's aggregated roles).
 2. kfdeploy: the cluster wiped (destroyed and started fresh, same binaries and nodes);
    `kfdeploy apply local --kubeconfig ...` (phases, waits, rollouts: converged when it returns);
    then the no-op re-apply. kfdeploy's peak RSS comes from wait4() on its process.
@@ -123,8 +124,13 @@ def upstream(cluster: Any, rendered: Path) -> dict[str, float]:
                 check=True,
             )
     converged = time.monotonic() - started
-    noop, rc, _, _ = run_timed([KUBECTL, *kc, "apply", "--server-side", "-f", str(rendered)])
-    assert rc == 0
+    # --force-conflicts as in upstream's loop: without it kubectl fails on every re-apply, because
+    # the aggregation controller owns `.rules` of upstream's aggregated ClusterRoles.
+    noop, rc, _, _ = run_timed(
+        [KUBECTL, *kc, "apply", "--server-side", "--force-conflicts", "-f", str(rendered)]
+    )
+    if rc != 0:
+        raise SystemExit("kubectl no-op re-apply failed")
     return {"attempts": attempts, "applied": applied, "converge": converged, "noop": noop}
 
 
@@ -186,7 +192,7 @@ def main() -> None:
         up = upstream(cluster, rendered)
     finally:
         cluster.destroy()
-    log(f"upstream: {up}")
+    log(f"upstream: {json.dumps(up)}")
 
     log("kfdeploy: fresh cluster")
     cluster = fresh_cluster(args.state, "bench")
@@ -195,6 +201,9 @@ def main() -> None:
     finally:
         if not args.keep:
             cluster.destroy()
+    log(
+        f"kfdeploy: converge {kf['converge']:.1f}s, no-op {kf['noop']:.1f}s, rss {kf['rss_kb']} KiB"
+    )
 
     rss_mb = kf["rss_kb"] / 1024
     rows = [
