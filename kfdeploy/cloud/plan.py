@@ -23,6 +23,7 @@ Action = Literal[
     "create-template",
     "create-cluster",
     "upgrade-cluster",
+    "upgrade-nodegroup",
     "create-nodegroup",
     "resize-nodegroup",
     "update-nodegroup-bounds",
@@ -32,6 +33,7 @@ MUTATING_ACTIONS: tuple[Action, ...] = (
     "create-template",
     "create-cluster",
     "upgrade-cluster",
+    "upgrade-nodegroup",
     "create-nodegroup",
     "resize-nodegroup",
     "update-nodegroup-bounds",
@@ -76,6 +78,7 @@ class ObservedNodeGroup:
     status: str = "CREATE_COMPLETE"
     status_reason: str | None = None
     is_default: bool = False
+    version: str | None = None  # Kubernetes version of the nodes
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class ObservedCluster:
     status_reason: str | None = None
     master_count: int = 1
     nodegroups: tuple[ObservedNodeGroup, ...] = ()
+    coe_version: str | None = None
 
     def nodegroup(self, name: str) -> ObservedNodeGroup | None:
         return next((g for g in self.nodegroups if g.name == name), None)
@@ -395,7 +399,8 @@ def plan_cluster(
             exists=True,
         )
 
-    if cluster.template_name != tmpl_name:
+    upgrading = cluster.template_name != tmpl_name
+    if upgrading:
         changes.append(
             Change(
                 "upgrade-cluster",
@@ -404,6 +409,28 @@ def plan_cluster(
                 {"template": tmpl_name},
             )
         )
+    # Magnum upgrades the control plane and default-worker with the cluster; every other
+    # nodegroup needs its own upgrade to the cluster's template (also after an interrupted one).
+    in_env = {g.name for g in desired.nodegroups}
+    for group_seen in cluster.nodegroups:
+        if (
+            group_seen.is_default
+            or group_seen.name not in in_env
+            or group_seen.status == "CREATE_FAILED"
+        ):
+            continue
+        version = group_seen.version
+        behind = cluster.coe_version and version and version != cluster.coe_version
+        if upgrading or behind:
+            was = version or "?"
+            changes.append(
+                Change(
+                    "upgrade-nodegroup",
+                    f"nodegroup {group_seen.name}",
+                    f"to template {tmpl_name} (nodes at {was})",
+                    {"nodegroup": group_seen.name, "template": tmpl_name},
+                )
+            )
     if cluster.master_count != desired.masters.count:
         notes.append(
             f"masters: {cluster.master_count} in the cloud, {desired.masters.count} in the "

@@ -206,11 +206,23 @@ def test_upgrade_via_new_template(emulator: Emulator, env_dir: Path) -> None:
     )
     p = provider(emulator, env)
     plan = p.plan(env)
-    assert [c.action for c in plan.changes] == ["create-template", "upgrade-cluster"]
+    assert [c.action for c in plan.changes] == [
+        "create-template",
+        "upgrade-cluster",
+        "upgrade-nodegroup",
+    ]
     p.apply(plan)
     status = p.status(env)
     assert status.template == "kubernetes-1.37-cern"
     assert status.coe_version == "v1.37.0"
+    raw = p.client.find_cluster(env.cluster_name)
+    assert raw is not None
+    versions = {g["name"]: g.get("version") for g in p.client.nodegroups(str(raw["uuid"]))}
+    assert versions == {
+        "default-master": "v1.37.0",
+        "default-worker": "v1.37.0",
+        "gpu-a100": "v1.37.0",
+    }
     assert p.plan(env).is_noop
 
 

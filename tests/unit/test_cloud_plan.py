@@ -242,7 +242,7 @@ def test_bounds_and_resize_are_ordered_so_magnum_accepts_each_step(
         assert lo <= n <= hi
 
 
-def test_upgrade_via_new_template_creates_it_first() -> None:
+def test_upgrade_via_new_template_creates_it_then_upgrades_each_nodegroup() -> None:
     desired = staging(
         template={
             "name": "kubernetes-1.37-cern",
@@ -251,11 +251,24 @@ def test_upgrade_via_new_template_creates_it_first() -> None:
             "labels": {"kube_tag": "v1.37.0"},
         }
     )
-    plan = run(desired, Observed((), cluster()))
+    observed = Observed((), cluster(worker(version="v1.36.3"), gpu(version="v1.36.3")))
+    plan = run(desired, observed)
     assert lines(plan) == [
         "create-template template kubernetes-1.37-cern: image fedora-coreos-41, 1 labels",
         "upgrade-cluster cluster kfdeploy-staging: template kubernetes-1.36-cern -> "
         "kubernetes-1.37-cern",
+        # Magnum upgrades default-worker with the cluster; other nodegroups one by one
+        "upgrade-nodegroup nodegroup gpu-a100: to template kubernetes-1.37-cern (nodes at v1.36.3)",
+    ]
+
+
+def test_nodegroup_left_behind_by_an_interrupted_upgrade_is_upgraded() -> None:
+    observed = Observed(
+        (template(),),
+        cluster(worker(version="v1.37.0"), gpu(version="v1.36.3"), coe_version="v1.37.0"),
+    )
+    assert lines(run(staging(), observed)) == [
+        "upgrade-nodegroup nodegroup gpu-a100: to template kubernetes-1.36-cern (nodes at v1.36.3)",
     ]
 
 

@@ -359,12 +359,15 @@ class MagnumClient:
             {"node_count": node_count, "nodegroup": nodegroup},
         )
 
-    def upgrade(self, cluster: str, template_uuid: str) -> None:
+    def upgrade(self, cluster: str, template_uuid: str, nodegroup: str | None = None) -> None:
+        body: dict[str, Any] = {"cluster_template": template_uuid, "max_batch_size": 1}
+        if nodegroup:
+            body["nodegroup"] = nodegroup
         self.request(
-            "upgrade cluster",
+            f"upgrade {'nodegroup ' + nodegroup if nodegroup else 'cluster'}",
             "POST",
             f"/clusters/{cluster}/actions/upgrade",
-            {"cluster_template": template_uuid, "max_batch_size": 1},
+            body,
         )
 
     # -- nodegroups -----------------------------------------------------------------------

@@ -124,6 +124,7 @@ class MagnumProvider:
                 api_address=raw.get("api_address"),
                 master_count=int(raw.get("master_count") or 1),
                 nodegroups=groups,
+                coe_version=raw.get("coe_version"),
             ),
         )
 
@@ -261,6 +262,29 @@ class MagnumProvider:
         raise CloudError(
             f"cluster {self.env.cluster_name}: upgrade to template "
             f"{change.params['template']} did not take effect"
+        )
+
+    def _do_upgrade_nodegroup(self, change: Change, created: _Created, progress: Progress) -> None:
+        uuid = self._cluster_uuid(created)
+        name = str(change.params["nodegroup"])
+        template = self._template_uuid(str(change.params["template"]), created)
+        for _ in range(self.waits.reissue):
+            self._wait_idle(uuid, progress)
+            target = self.client.get_cluster(uuid).get("coe_version")
+            self.client.upgrade(uuid, template, nodegroup=name)
+            ng = self._wait_nodegroup(
+                uuid,
+                name,
+                self.waits.upgrade_timeout,
+                progress,
+                check=lambda ng: not _busy(ng.get("status")),
+            )
+            if ng.get("version") == target:
+                self._wait_idle(uuid, progress)
+                return
+            progress(f"nodegroup {name}: upgrade did not take; re-issuing")
+        raise CloudError(
+            f"nodegroup {name}: upgrade to template {change.params['template']} did not take effect"
         )
 
     def _do_create_nodegroup(self, change: Change, created: _Created, progress: Progress) -> None:
@@ -647,4 +671,5 @@ def _nodegroup(raw: dict[str, Any]) -> ObservedNodeGroup:
         status=str(raw.get("status")),
         status_reason=raw.get("status_reason"),
         is_default=bool(raw.get("is_default")),
+        version=raw.get("version"),
     )

@@ -687,20 +687,24 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 return 200, {
                     "nodegroups": [
-                        _ng_view(ng, False)
+                        _ng_view(ng, False, version)
                         for ng in cluster["nodegroups"].values()
                         if role is None or ng["role"] == role
                     ]
                 }
         if not rest and m == "POST":
-            return 202, _ng_view(state.create_nodegroup(cluster, self._body() or {}, version), True)
+            return 202, _ng_view(
+                state.create_nodegroup(cluster, self._body() or {}, version), True, version
+            )
         if len(rest) == 1:
             ng = state.find_nodegroup(cluster, rest[0])
             if m == "GET":
                 with state.lock:
-                    return 200, _ng_view(ng, True)
+                    return 200, _ng_view(ng, True, version)
             if m == "PATCH":
-                return 202, _ng_view(state.patch_nodegroup(cluster, ng, self._body() or []), True)
+                return 202, _ng_view(
+                    state.patch_nodegroup(cluster, ng, self._body() or []), True, version
+                )
             if m == "DELETE":
                 state.delete_nodegroup(cluster, ng)
                 return 204, None
@@ -721,8 +725,9 @@ def _cluster_view(cluster: dict[str, Any], detail: bool) -> dict[str, Any]:
     return copied
 
 
-def _ng_view(ng: dict[str, Any], detail: bool) -> dict[str, Any]:
-    view = {k: v for k, v in ng.items() if k not in ("servers",)}
+def _ng_view(ng: dict[str, Any], detail: bool, version: tuple[int, int]) -> dict[str, Any]:
+    hidden = {"servers"} if version >= (1, 14) else {"servers", "node_labels", "node_taints"}
+    view = {k: v for k, v in ng.items() if k not in hidden}
     if not detail:
         view = {k: view.get(k) for k in _NODEGROUP_SUMMARY}
     else:

@@ -600,11 +600,23 @@ class MagnumState:
                     f"Cluster {cluster['uuid']} is in status {cluster['status']}; "
                     "upgrade is not allowed now.",
                 )
-            targets = (
-                [self.find_nodegroup(cluster, nodegroup)]
-                if nodegroup
-                else list(cluster["nodegroups"].values())
-            )
+            # As Magnum: without a nodegroup the default worker is upgraded, and with it the
+            # control plane (default master) and the cluster's template; other nodegroups are
+            # upgraded one by one, and only to the cluster's template.
+            if nodegroup:
+                ng = self.find_nodegroup(cluster, nodegroup)
+                if not ng["is_default"] and template["uuid"] != cluster["cluster_template_id"]:
+                    current = self.templates.get(cluster["cluster_template_id"], {})
+                    raise ApiError(
+                        409,
+                        "Conflict",
+                        "Cluster Template is not valid for upgrade: Nodegroup "
+                        f"{ng['name']} can be upgraded only to match cluster's template "
+                        f"({current.get('name')}).",
+                    )
+                targets = [ng]
+            else:
+                targets = [n for n in cluster["nodegroups"].values() if n["is_default"]]
             cluster["status"] = "UPDATE_IN_PROGRESS"
             for ng in targets:
                 ng["status"] = "UPDATE_IN_PROGRESS"
