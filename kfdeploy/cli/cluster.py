@@ -1,8 +1,9 @@
 """`kfdeploy cluster plan|apply|status|resize|delete|kubeconfig ENV`.
 
 Thin: load the environment, get its provider (for the `kfdeploy-local` cloud that starts the
-Magnum emulator), call one provider method, print. Plans and progress go to stderr-free stdout
-lines people can read; `--output json` prints exactly one JSON document for machines.
+Magnum emulator unless a clouds.yaml defines that cloud), call one provider method, print. Plans
+and results go to stdout, progress lines to stderr; `--output json` prints exactly one JSON
+document on stdout for machines.
 """
 
 from __future__ import annotations

@@ -196,6 +196,7 @@ class MagnumProvider:
         progress: Progress,
     ) -> None:
         for change in changes:
+            log.info("cluster %s: applying %s", self.env.cluster_name, change.describe())
             progress(f"applying: {change.describe()}")
             handler = getattr(self, "_do_" + change.action.replace("-", "_"))
             handler(change, created, progress)
