@@ -657,7 +657,9 @@ class LocalCluster:
         same moment (the Magnum emulator starts several) can win the race; retrying with a new
         port and a rewritten kubeconfig is cheaper than a cross-process port registry.
         """
+        ready_file = self._run_dir / "forwarder.ready"
         for _attempt in range(3):
+            ready_file.unlink(missing_ok=True)
             daemon = self.daemon("forwarder")
             daemon.start(
                 [
@@ -667,15 +669,14 @@ class LocalCluster:
                     f"--listen-port={state.host_port}",
                     f"--netns={ns_path}",
                     f"--target-port={state.ports['apiserver']}",
+                    f"--ready-file={ready_file}",
                 ],
                 env=_python_env(),
             )
             while time.monotonic() < deadline and daemon.running():
-                try:
-                    socket.create_connection(("127.0.0.1", state.host_port), timeout=1).close()
+                if ready_file.exists():
                     return
-                except OSError:
-                    time.sleep(0.1)
+                time.sleep(0.05)
             if daemon.running():
                 break  # listening never happened before the deadline: report below
             if "Address already in use" not in daemon.tail(5):

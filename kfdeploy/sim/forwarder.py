@@ -55,11 +55,17 @@ def _serve_one(client: socket.socket, target_port: int) -> None:
     upstream.close()
 
 
-def serve(listen_port: int, netns_path: Path | None, target_port: int) -> None:
+def serve(
+    listen_port: int, netns_path: Path | None, target_port: int, ready_file: Path | None = None
+) -> None:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", listen_port))
     listener.listen(128)
+    if ready_file is not None:
+        # Tells the starter that *this* process owns the port (a connect test cannot: another
+        # program may be listening there).
+        ready_file.write_text(str(listen_port))
     if netns_path is not None:
         # After this, new sockets (the upstream dials) are created inside the namespace;
         # the listener stays in the host namespace where it was opened.
@@ -77,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen-port", type=int, required=True)
     parser.add_argument("--netns", type=Path, default=None)
     parser.add_argument("--target-port", type=int, required=True)
+    parser.add_argument("--ready-file", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    serve(args.listen_port, args.netns, args.target_port)
+    serve(args.listen_port, args.netns, args.target_port, args.ready_file)
     return 0
 
 

@@ -70,13 +70,12 @@ class KubeClient:
         if body is not None:
             data = body if isinstance(body, (bytes, str)) else json.dumps(body)
             headers["Content-Type"] = content_type
-        resp = self._pool.request(
-            method,
-            url,
-            body=data,
-            headers=headers,
-            timeout=urllib3.Timeout(connect=5, read=timeout) if timeout else None,
-        )
+        # Only override the pool's timeout when asked: urllib3 reads an explicit None as
+        # "wait forever", which would hang on a peer that accepts and never answers.
+        extra: dict[str, Any] = {}
+        if timeout:
+            extra["timeout"] = urllib3.Timeout(connect=5, read=timeout)
+        resp = self._pool.request(method, url, body=data, headers=headers, **extra)
         text = resp.data.decode("utf-8", errors="replace")
         parsed: JSON | None = None
         if text:
