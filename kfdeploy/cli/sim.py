@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from kfdeploy.errors import ConfigError
-from kfdeploy.sim import binaries
-from kfdeploy.sim.cluster import LocalCluster, default_state_dir
+from kfdeploy.sim import binaries, netns
+from kfdeploy.sim.cluster import NETNS_PREFIX, LocalCluster, default_state_dir
 from kfdeploy.sim.errors import SimNotRunning
 from kfdeploy.sim.isolate import exec_isolated
 from kfdeploy.sim.nodes import SimNode, default_nodes
@@ -194,3 +194,10 @@ def isolate(
 ) -> None:
     """Run a command in a loopback-only network namespace: `kfdeploy sim isolate -- pytest`."""
     exec_isolated(list(ctx.args), required=required)
+
+
+@app.command()
+def prune() -> None:
+    """Remove simulated clusters' network namespaces that no process uses (after killed runs)."""
+    for name in netns.prune(NETNS_PREFIX):
+        typer.echo(f"removed network namespace {name}")

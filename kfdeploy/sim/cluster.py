@@ -59,6 +59,7 @@ COMPONENTS = (
 SERVICE_CIDR = "10.96.0.0/12"
 CLUSTER_CIDR = "10.244.0.0/16"
 DEFAULT_STORAGE_CLASS = "standard"
+NETNS_PREFIX = "kfdsim-"
 _LABELS_ANNOTATION = "sim.kfdeploy.dev/labels"
 # Inside our own namespace nothing else listens, so fixed well-known ports are safe and make logs
 # and kubeconfigs readable. In the host namespace (fallback) free ports are picked instead.
@@ -389,7 +390,7 @@ class LocalCluster:
 
     def _netns_name(self) -> str:
         digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:10]
-        return f"kfdsim-{digest}"
+        return f"{NETNS_PREFIX}{digest}"
 
     def _prepare(self, bins: binaries.Binaries) -> _State:
         """Create/refresh state: namespace, ports, PKI, kubeconfigs, config files."""

@@ -74,6 +74,23 @@ def delete(name: str) -> None:
         _run([_ip(), "netns", "delete", name])
 
 
+def prune(prefix: str) -> list[str]:
+    """Delete namespaces named `prefix*` that no process uses; returns their names.
+
+    A namespace outlives a test run that was killed before its cleanup. Deleting an empty one
+    is always safe for a stopped cluster: `LocalCluster.start` creates it again.
+    """
+    if not NETNS_DIR.is_dir():
+        return []
+    removed = []
+    for path in sorted(NETNS_DIR.glob(f"{prefix}*")):
+        if _run([_ip(), "netns", "pids", path.name]).strip():
+            continue
+        delete(path.name)
+        removed.append(path.name)
+    return removed
+
+
 def interfaces(name: str) -> list[str]:
     """Names of the interfaces inside the namespace (for status and tests)."""
     out = _run([_ip(), "-n", name, "-o", "link", "show"])
