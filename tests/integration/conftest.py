@@ -8,6 +8,7 @@ skipping. Component logs of a session with failures are kept and their path prin
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -60,3 +61,11 @@ def namespace(api: k8s.ApiClient, request: pytest.FixtureRequest) -> Iterator[st
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for path in kept_logs:
         terminalreporter.write_line(f"simulated control plane logs kept in {path}")
+        if os.environ.get("CI", "").lower() != "true":
+            continue
+        # CI keeps only its console output: show the end of every component's log there.
+        for log_file in sorted(path.glob("*.log")):
+            lines = log_file.read_text(errors="replace").splitlines()[-15:]
+            terminalreporter.write_line(f"--- {log_file.name} (last {len(lines)} lines) ---")
+            for line in lines:
+                terminalreporter.write_line(line[:300])
