@@ -228,3 +228,25 @@ def test_unknown_cloud_is_a_config_error(emulator: Emulator, tmp_path: Path) -> 
     result = kfd(emulator, tmp_path, "plan", str(path))
     assert result.returncode == 2
     assert "no-such-cloud" in error_line(result)
+
+
+def test_the_real_cern_staging_environment_runs_against_the_emulator(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """environments/cern-staging.yaml, only pointed at another cloud: no code change needed."""
+    from kfdeploy.config.load import default_environments_dir
+
+    staging = (default_environments_dir() / "cern-staging.yaml").resolve()
+    path = tmp_path / "staging-on-emulator.yaml"
+    path.write_text(f"extends: {staging}\ncluster:\n  cloud: {LOCAL_CLOUD}\n")
+    applied = kfd(emulator, tmp_path, "apply", str(path))
+    assert applied.returncode == 0, applied.stderr
+    assert "+ create-nodegroup nodegroup gpu-t4: 1 x g2.xlarge" in applied.stdout
+    status = json.loads(kfd(emulator, tmp_path, "status", str(path), "-o", "json").stdout)
+    assert status["name"] == "kubeflow-staging"
+    assert {g["name"]: g["node_count"] for g in status["nodegroups"]} == {
+        "default-master": 3,
+        "default-worker": 3,
+        "gpu-t4": 1,
+    }
+    assert kfd(emulator, tmp_path, "delete", str(path), "--yes").returncode == 0

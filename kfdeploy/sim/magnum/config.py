@@ -57,6 +57,9 @@ DEFAULT_FLAVORS: dict[str, Flavor] = {
     "g1.a100.x4": Flavor(64, 262144, 4),
     "g1.v100.x1": Flavor(8, 32768, 1),
     "g1.t4.x1": Flavor(8, 32768, 1),
+    # the names environments/cern-*.yaml use, so those files run against the emulator as-is
+    "g2.xlarge": Flavor(8, 32768, 1),
+    "g4.a100.xlarge": Flavor(64, 262144, 4),
 }
 
 
