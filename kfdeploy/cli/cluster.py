@@ -177,15 +177,15 @@ def kubeconfig(
         typer.Option(
             "--output-file",
             "-f",
-            help="Where to write [default: $KFDEPLOY_CACHE/kubeconfigs/<env>.yaml].",
+            help="Where to write [default: where `kfdeploy up` keeps it].",
         ),
     ] = None,
     clouds_file: CloudsOpt = None,
 ) -> None:
     """Write an admin kubeconfig (mode 0600) and print its path; never prints credentials."""
-    from kfdeploy.sim import binaries
+    from kfdeploy.workflows.up import kubeconfig_path
 
     environment, provider = _load(env, clouds_file)
-    target = out or binaries.cache_root() / "kubeconfigs" / f"{environment.name}.yaml"
-    path = provider.kubeconfig(environment, target)
+    # Default: where `kfdeploy up` keeps it, so both commands leave one file per environment.
+    path = provider.kubeconfig(environment, out or kubeconfig_path(environment))
     _say(str(path))
