@@ -177,7 +177,7 @@ def kubeconfig(
         typer.Option(
             "--output-file",
             "-f",
-            help="Where to write [default: where `kfdeploy up` keeps it].",
+            help="Where to write (default: where `kfdeploy up` keeps it).",
         ),
     ] = None,
     clouds_file: CloudsOpt = None,
