@@ -239,6 +239,27 @@ def test_delete_removes_cluster_and_its_control_plane(emulator: Emulator, env_di
     assert p.delete(env) is False
 
 
+def test_cluster_deleted_while_creating_leaves_no_control_plane(
+    emulator: Emulator, env_dir: Path
+) -> None:
+    env = environment(env_dir)
+    p = provider(emulator, env)
+    templates = p.client.templates_named("kubernetes-1.36-cern")
+    uuid = p.client.create_cluster(
+        {"name": "short-lived", "cluster_template_id": templates[0]["uuid"], "node_count": 1}
+    )
+    p.client.delete_cluster(uuid)  # a rollback after a timeout looks like this
+    state_dir = emulator.config.state_dir / "clusters" / uuid
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if p.client.get_cluster_or_none(uuid) is None and not state_dir.exists():
+            break
+        time.sleep(0.5)
+    time.sleep(3)  # the create thread must not bring it back
+    assert p.client.get_cluster_or_none(uuid) is None
+    assert not state_dir.exists()
+
+
 def test_report_timings() -> None:
     # Not an assertion on speed (shared CI machines vary); printed for the record with -s/-rA.
     print(

@@ -14,6 +14,7 @@ The daemon keeps its port across restarts when it can, so clouds.yaml stays vali
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -86,6 +87,15 @@ def ensure_emulator(state_dir: Path | None = None, timeout: float = 30) -> Path:
     if running_url(state_dir) and clouds.exists():
         return clouds
     state_dir.mkdir(parents=True, exist_ok=True)
+    # Two kfdeploy commands starting at once must not start two daemons on one state dir.
+    with (state_dir / "start.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if running_url(state_dir) and clouds.exists():
+            return clouds
+        return _start(state_dir, clouds, timeout)
+
+
+def _start(state_dir: Path, clouds: Path, timeout: float) -> Path:
     previous = _info(state_dir)
     port = int(previous["port"]) if previous and _port_free(int(previous["port"])) else 0
     log_file = state_dir / "emulator.log"

@@ -426,29 +426,44 @@ class MagnumState:
                 reason = f"control plane failed to start: {exc}"
         self._sleep(self.config.delays.cluster_create - (time.monotonic() - started))
         with self.lock:
-            if cluster_uuid not in self.clusters or cluster["status"] != "CREATE_IN_PROGRESS":
-                return  # deleted meanwhile
-            cluster["updated_at"] = now()
-            if reason is not None:
-                cluster["status"] = "CREATE_FAILED"
-                cluster["status_reason"] = f"Stack CREATE failed: Resource CREATE failed: {reason}"
-                cluster["faults"] = {ng["name"]: reason for ng in cluster["nodegroups"].values()}
-                for ng in cluster["nodegroups"].values():
-                    ng["status"] = "CREATE_FAILED"
-                    ng["status_reason"] = reason
-                return
-            kube_tag = template.get("labels", {}).get("kube_tag", "v1.36.3")
-            cluster["api_address"] = address
-            cluster["coe_version"] = kube_tag
-            cluster["status"] = "CREATE_COMPLETE"
-            cluster["status_reason"] = "Stack CREATE completed successfully"
-            cluster["health_status"] = "HEALTHY"
-            cluster["health_status_reason"] = {"api": "ok"}
+            # Checked and settled under one lock: a delete cannot slip in between.
+            deleted = cluster_uuid not in self.clusters or cluster["status"] != "CREATE_IN_PROGRESS"
+            if not deleted:
+                self._settle_create(cluster, template, reason, address)
+        if deleted:
+            # Deleted while being created (e.g. a client's rollback after a timeout): the
+            # deletion may have run before the control plane existed, so tear it down here too.
+            with contextlib.suppress(Exception):
+                self.backend.destroy(cluster_uuid)
+
+    def _settle_create(
+        self,
+        cluster: dict[str, Any],
+        template: dict[str, Any],
+        reason: str | None,
+        address: str | None,
+    ) -> None:
+        cluster["updated_at"] = now()
+        if reason is not None:
+            cluster["status"] = "CREATE_FAILED"
+            cluster["status_reason"] = f"Stack CREATE failed: Resource CREATE failed: {reason}"
+            cluster["faults"] = {ng["name"]: reason for ng in cluster["nodegroups"].values()}
             for ng in cluster["nodegroups"].values():
-                ng["status"] = "CREATE_COMPLETE"
-                ng["status_reason"] = "Stack CREATE completed successfully"
-                ng["version"] = kube_tag
-            self._addresses(cluster)
+                ng["status"] = "CREATE_FAILED"
+                ng["status_reason"] = reason
+            return
+        kube_tag = template.get("labels", {}).get("kube_tag", "v1.36.3")
+        cluster["api_address"] = address
+        cluster["coe_version"] = kube_tag
+        cluster["status"] = "CREATE_COMPLETE"
+        cluster["status_reason"] = "Stack CREATE completed successfully"
+        cluster["health_status"] = "HEALTHY"
+        cluster["health_status_reason"] = {"api": "ok"}
+        for ng in cluster["nodegroups"].values():
+            ng["status"] = "CREATE_COMPLETE"
+            ng["status_reason"] = "Stack CREATE completed successfully"
+            ng["version"] = kube_tag
+        self._addresses(cluster)
 
     def _addresses(self, cluster: dict[str, Any]) -> None:
         index = 0
