@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ class Journal:
         self.env_name = env_name
         self.stages: dict[str, StageRecord] = {}
         self.resumed = False
+        # Stages run in parallel threads (render beside provisioning): one writer at a time.
+        self._lock = threading.RLock()
         if self.path.is_file():
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -54,18 +57,21 @@ class Journal:
         return [k for k, v in self.stages.items() if v.status == "running"]
 
     def begin(self, stage: str, fingerprint: str) -> None:
-        self.stages[stage] = StageRecord("running", fingerprint, time.time())
-        self._save()
+        with self._lock:
+            self.stages[stage] = StageRecord("running", fingerprint, time.time())
+            self._save()
 
     def done(self, stage: str, **detail: Any) -> None:
-        rec = self.stages[stage]
-        rec.status, rec.finished, rec.detail = "done", time.time(), detail
-        self._save()
+        with self._lock:
+            rec = self.stages[stage]
+            rec.status, rec.finished, rec.detail = "done", time.time(), detail
+            self._save()
 
     def failed(self, stage: str, error: str) -> None:
-        rec = self.stages[stage]
-        rec.status, rec.finished, rec.detail = "failed", time.time(), {"error": error}
-        self._save()
+        with self._lock:
+            rec = self.stages[stage]
+            rec.status, rec.finished, rec.detail = "failed", time.time(), {"error": error}
+            self._save()
 
     def invalidate(self, *stages: str) -> None:
         for s in stages:
@@ -78,8 +84,9 @@ class Journal:
             self.path.unlink()
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        data = {"environment": self.env_name, "stages": {k: vars(v) for k, v in self.stages.items()}}
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-        tmp.replace(self.path)  # atomic: a kill mid-write leaves the previous journal
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            data = {"environment": self.env_name, "stages": {k: vars(v) for k, v in self.stages.items()}}
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+            tmp.replace(self.path)  # atomic: a kill mid-write leaves the previous journal

@@ -81,3 +81,27 @@ def test_guard_recognises_the_simulators_node_label() -> None:
     from kfdeploy.sim.nodes import SIM_LABEL
 
     assert SIMULATED_LABEL == SIM_LABEL
+
+
+def test_journal_takes_concurrent_stages(tmp_path: Path) -> None:
+    """up runs render beside provisioning: both write the journal at once."""
+    import threading
+
+    j = Journal("local", tmp_path)
+    errors: list[BaseException] = []
+
+    def stage(name: str) -> None:
+        try:
+            for i in range(50):
+                j.begin(name, str(i))
+                j.done(name)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=stage, args=(n,)) for n in ("render", "cluster")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert Journal("local", tmp_path).is_done("render", "49")
