@@ -311,6 +311,10 @@ class Applier:
                 "(re-run with --force-conflicts to take them over)",
             )
         except ApiError as exc:
+            if self.options.dry_run and exc.status == 404:
+                # A dry-run creates nothing: objects in a namespace this render would create
+                # cannot be validated until it exists.
+                return Outcome(key, o.component, PENDING, exc.server_message)
             return Outcome(key, o.component, FAILED, f"{exc.server_message} (HTTP {exc.status})")
         action = CREATED if status == 201 or (not existed and self.options.dry_run) else CONFIGURED
         return Outcome(key, o.component, action, result=result if self.options.dry_run else None)

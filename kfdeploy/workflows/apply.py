@@ -176,6 +176,7 @@ def apply_objects(
             if not options.dry_run:
                 for wait in step.waits:
                     _run_wait(kube, wait, step, objects, applyset, options, emit)
+            summary.steps.append((title, time.monotonic() - step_started))
             emit(
                 ProgressEvent(
                     "step-done",
