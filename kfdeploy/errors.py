@@ -45,6 +45,7 @@ class ConfigError(KfdeployError):
         self.file = file
         self.key = key
         self.line = line
+        self.detail = message
         where = ""
         if file:
             where = file + (f":{line}" if line else "")

@@ -93,13 +93,14 @@ def render(
     output: OutputOpt = Output.text,
 ) -> None:
     """Render ENV's platform with kustomize (cached; validated)."""
-    from kfdeploy.config.load import load_environment
+    from kfdeploy.config.load import errors_in, load_environment
     from kfdeploy.render.engine import render as do_render
     from kfdeploy.render.engine import write_out
 
     started = time.monotonic()
     loaded = load_environment(env)
-    result = do_render(loaded.env, manifests_dir=manifests, use_cache=not no_cache)
+    with errors_in(loaded):
+        result = do_render(loaded.env, manifests_dir=manifests, use_cache=not no_cache)
     written = write_out(result, out) if out else []
     errors = [f for f in result.findings if f["severity"] == "error"]
     summary = {
@@ -127,11 +128,12 @@ def render(
 
 def validate(env: EnvArg, manifests: ManifestsOpt = None, output: OutputOpt = Output.text) -> None:
     """Check ENV's file and its rendered platform against kfdeploy's rules (exit 2 on errors)."""
-    from kfdeploy.config.load import load_environment
+    from kfdeploy.config.load import errors_in, load_environment
     from kfdeploy.render.engine import render as do_render
 
     loaded = load_environment(env)
-    result = do_render(loaded.env, manifests_dir=manifests)
+    with errors_in(loaded):
+        result = do_render(loaded.env, manifests_dir=manifests)
     errors = [f for f in result.findings if f["severity"] == "error"]
     if output == Output.json:
         typer.echo(
@@ -157,12 +159,13 @@ def validate(env: EnvArg, manifests: ManifestsOpt = None, output: OutputOpt = Ou
 
 def images(env: EnvArg, manifests: ManifestsOpt = None, output: OutputOpt = Output.text) -> None:
     """List every image ENV's platform pulls (after the registry mirror), for mirroring."""
-    from kfdeploy.config.load import load_environment
+    from kfdeploy.config.load import errors_in, load_environment
     from kfdeploy.render.engine import render as do_render
     from kfdeploy.render.images import collect_images
 
     loaded = load_environment(env)
-    result = do_render(loaded.env, manifests_dir=manifests)
+    with errors_in(loaded):
+        result = do_render(loaded.env, manifests_dir=manifests)
     refs = collect_images(result.objects)
     if output == Output.json:
         typer.echo(json.dumps([r.to_dict() for r in refs], indent=2))

@@ -7,6 +7,8 @@ reading them is fixing a YAML file, not debugging Python.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,17 @@ class LoadedEnvironment:
     env: Environment
     path: Path
     files: tuple[Path, ...]  # the file and every base it extends, most derived first
+
+
+@contextmanager
+def errors_in(loaded: LoadedEnvironment) -> Iterator[None]:
+    """Errors about the environment found later (while rendering, resolving secrets) name its file."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.file is not None:
+            raise
+        raise ConfigError(exc.detail, file=str(loaded.path), key=exc.key, hint=exc.hint) from exc
 
 
 def default_environments_dir() -> Path:

@@ -334,6 +334,19 @@ class Environment(Strict):
             )
         return v
 
+    @model_validator(mode="after")
+    def _sso_needs(self) -> Environment:
+        # Checked here rather than mid-render (overlays.transform checks again): a render takes
+        # seconds, and this error belongs to the file.
+        if self.overlays.sso is not None:
+            if not self.site.domain:
+                raise ValueError("overlays.sso needs site.domain (the host OIDC redirects back to)")
+            comps = self.kubeflow.components
+            dex_on = "dex" not in self.kubeflow.exclude and (comps == "all" or "dex" in comps)
+            if dex_on:
+                raise ValueError("overlays.sso replaces Dex: leave the dex component out (kubeflow.exclude: [dex])")
+        return self
+
     @property
     def cluster_name(self) -> str:
         return self.cluster.name or f"kfdeploy-{self.name}"

@@ -43,6 +43,7 @@ class UpOptions:
     keep_failed: bool = False
     smoke: bool = True
     timeout: float = 900.0  # per wait
+    env_file: str | None = None  # the environment's file, named in errors about secret sources
 
 
 @dataclass
@@ -67,7 +68,9 @@ class UpResult:
 
     @property
     def ok(self) -> bool:
-        return all(s.status != "failed" for s in self.stages) and (self.smoke is None or self.smoke.ok)
+        return all(s.status != "failed" for s in self.stages) and (
+            self.smoke is None or self.smoke.ok
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,7 +101,9 @@ def up(env: Environment, options: UpOptions, reporter: Reporter | None = None) -
     rep = reporter or Reporter()
     started = time.monotonic()
     journal = Journal(env.name)
-    interrupted = journal.interrupted() or [k for k, v in journal.stages.items() if v.status == "failed"]
+    interrupted = journal.interrupted() or [
+        k for k, v in journal.stages.items() if v.status == "failed"
+    ]
     result = UpResult(env=env.name, resumed=bool(interrupted) and not options.dry_run)
     if result.resumed:
         rep.message(f"resuming: the previous run stopped during {', '.join(interrupted)}")
@@ -108,7 +113,14 @@ def up(env: Environment, options: UpOptions, reporter: Reporter | None = None) -
     def run_stage(name: str, fingerprint: str, fn: Callable[[], str]) -> None:
         if result.resumed and journal.is_done(name, fingerprint):
             rec = journal.stages[name]
-            result.stages.append(StageResult(name, "skipped", 0.0, f"done in the interrupted run ({rec.detail.get('summary', '')})"))
+            result.stages.append(
+                StageResult(
+                    name,
+                    "skipped",
+                    0.0,
+                    f"done in the interrupted run ({rec.detail.get('summary', '')})",
+                )
+            )
             rep.stage(name, "skipped", "done in the interrupted run")
             return
         rep.stage(name, "start")
@@ -212,7 +224,9 @@ def up(env: Environment, options: UpOptions, reporter: Reporter | None = None) -
         return str(path)
 
     run_stage("kubeconfig", _fp([str(options.kubeconfig), env.cluster_name]), kubeconfig)
-    if result.kubeconfig is None and journal.is_done("kubeconfig", _fp([str(options.kubeconfig), env.cluster_name])):
+    if result.kubeconfig is None and journal.is_done(
+        "kubeconfig", _fp([str(options.kubeconfig), env.cluster_name])
+    ):
         result.kubeconfig = options.kubeconfig or kubeconfig_path(env)
     if result.kubeconfig is None:
         result.seconds = time.monotonic() - started
@@ -250,10 +264,15 @@ def up(env: Environment, options: UpOptions, reporter: Reporter | None = None) -
         from kfdeploy.cluster.inventory import ApplySet
         from kfdeploy.workflows.apply import ApplyOptions, apply_objects
 
+        from kfdeploy.workflows.secrets import with_secrets
+
         assert result.render is not None
+        objects = with_secrets(
+            kube, env, result.render.objects, env_file=options.env_file, dry_run=options.dry_run
+        )
         summary = apply_objects(
             kube,
-            result.render.objects,
+            objects,
             ApplySet.for_environment(env.name),
             options=ApplyOptions(
                 dry_run=options.dry_run,
@@ -266,7 +285,9 @@ def up(env: Environment, options: UpOptions, reporter: Reporter | None = None) -
         result.apply = summary
         totals = summary.totals()
         return ", ".join(f"{n} {a}" for a, n in sorted(totals.items())) + (
-            f", {len(summary.prune.delete)} pruned" if getattr(summary.prune, "delete", None) else ""
+            f", {len(summary.prune.delete)} pruned"
+            if getattr(summary.prune, "delete", None)
+            else ""
         )
 
     assert result.render is not None
