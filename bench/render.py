@@ -31,11 +31,12 @@ BIN = Path(sys.executable).parent
 def _tree_rss_kb(pid: int) -> int:
     """RSS of pid and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
+    for proc_dir in Path("/proc").iterdir():
+        entry = proc_dir.name
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat") as f:
+            with (proc_dir / "stat").open() as f:
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
@@ -45,7 +46,7 @@ def _tree_rss_kb(pid: int) -> int:
         p = todo.pop()
         todo.extend(children.get(p, []))
         try:
-            with open(f"/proc/{p}/status") as f:
+            with Path(f"/proc/{p}/status").open() as f:
                 for line in f:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1])
@@ -79,10 +80,16 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--release", default="26.03")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--manifests", default=os.environ.get("KFDEPLOY_MANIFESTS") or str(ROOT.parent / "shared" / "kubeflow-manifests"))
+    ap.add_argument(
+        "--manifests",
+        default=os.environ.get("KFDEPLOY_MANIFESTS")
+        or str(ROOT.parent / "shared" / "kubeflow-manifests"),
+    )
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
 
@@ -95,16 +102,29 @@ def main() -> None:
     warm_cache = work / "warm-cache"
     warm_env = {**base_env, "KFDEPLOY_CACHE": str(warm_cache)}
     # Fill the warm cache once (not timed).
-    subprocess.run([kfdeploy, "render", str(env_file)], env=warm_env, check=True, capture_output=True)
+    subprocess.run(
+        [kfdeploy, "render", str(env_file)], env=warm_env, check=True, capture_output=True
+    )
 
-    results: dict[str, list[tuple[float, int]]] = {"kubectl kustomize": [], "kfdeploy cold": [], "kfdeploy warm": []}
+    results: dict[str, list[tuple[float, int]]] = {
+        "kubectl kustomize": [],
+        "kfdeploy cold": [],
+        "kfdeploy warm": [],
+    }
     for i in range(args.runs):
         cold_cache = work / f"cold-{i}"
-        results["kubectl kustomize"].append(run([kubectl, "kustomize", str(manifests / args.release / "example")], base_env))
-        results["kfdeploy cold"].append(
-            run([kfdeploy, "render", str(env_file), "--out", str(work / f"out-c{i}")], {**base_env, "KFDEPLOY_CACHE": str(cold_cache)})
+        results["kubectl kustomize"].append(
+            run([kubectl, "kustomize", str(manifests / args.release / "example")], base_env)
         )
-        results["kfdeploy warm"].append(run([kfdeploy, "render", str(env_file), "--out", str(work / f"out-w{i}")], warm_env))
+        results["kfdeploy cold"].append(
+            run(
+                [kfdeploy, "render", str(env_file), "--out", str(work / f"out-c{i}")],
+                {**base_env, "KFDEPLOY_CACHE": str(cold_cache)},
+            )
+        )
+        results["kfdeploy warm"].append(
+            run([kfdeploy, "render", str(env_file), "--out", str(work / f"out-w{i}")], warm_env)
+        )
         shutil.rmtree(cold_cache, ignore_errors=True)
 
     base = statistics.median(t for t, _ in results["kubectl kustomize"])
@@ -114,8 +134,12 @@ def main() -> None:
     for name, rows in results.items():
         med = statistics.median(t for t, _ in rows)
         peak = max(m for _, m in rows)
-        figures[name] = {"median_s": round(med, 3), "ratio": round(med / base, 3), "peak_mb": peak,
-                         "runs_s": [round(t, 3) for t, _ in rows]}
+        figures[name] = {
+            "median_s": round(med, 3),
+            "ratio": round(med / base, 3),
+            "peak_mb": peak,
+            "runs_s": [round(t, 3) for t, _ in rows],
+        }
         print(f"{name:<20} {med:>9.3f} {med / base:>7.3f} {peak:>8}")
     print("targets: cold <= 0.6x, warm <= 0.05x")
     if args.json:

@@ -12,6 +12,7 @@ the CRDs those resources need, and every namespace that still holds any of them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -91,10 +92,8 @@ def release_claim_safely(kube: Kube, release: Any) -> None:
     """Delete something that may already be gone (a re-run of an interrupted down)."""
     from kfdeploy.cluster.client import NotFound
 
-    try:
+    with contextlib.suppress(NotFound):
         release(kube)
-    except NotFound:
-        pass
 
 
 def _kubeconfig(env: Environment, options: DownOptions) -> Path | None:
@@ -110,7 +109,9 @@ def _kubeconfig(env: Environment, options: DownOptions) -> Path | None:
     return provider.kubeconfig(env, kubeconfig_path(env))
 
 
-def _teardown(kube: Kube, env: Environment, options: DownOptions, result: DownResult, message: Any) -> None:
+def _teardown(
+    kube: Kube, env: Environment, options: DownOptions, result: DownResult, message: Any
+) -> None:
     from kfdeploy.cluster.inventory import ApplySet
     from kfdeploy.cluster.prune import crds_in_use, execute
     from kfdeploy.plan.prune import Protections, prune_plan
@@ -132,14 +133,18 @@ def _teardown(kube: Kube, env: Environment, options: DownOptions, result: DownRe
     plan = prune_plan(
         members,
         [],
-        protections=Protections(namespaces=True, data=options.delete_data, crds_in_use=options.delete_data),
+        protections=Protections(
+            namespaces=True, data=options.delete_data, crds_in_use=options.delete_data
+        ),
         crds_in_use=in_use,
     )
     # A namespace that still holds kept data stays, or deleting it would delete the data.
     for ref in list(plan.delete):
         if ref.key.kind == "Namespace" and ref.key.name in kept_ns:
             plan.delete.remove(ref)
-            plan.kept.append((ref, "holds PersistentVolumeClaims or a Profile's data; use --delete-data"))
+            plan.kept.append(
+                (ref, "holds PersistentVolumeClaims or a Profile's data; use --delete-data")
+            )
     result.kept.extend((str(r), why) for r, why in plan.kept)
     message(f"deleting {len(plan.delete)} object(s), keeping {len(plan.kept)}")
     try:
@@ -154,7 +159,9 @@ def _teardown(kube: Kube, env: Environment, options: DownOptions, result: DownRe
             result.deleted.append(str(o.key))
     if not options.dry_run and not plan.kept and not result.stuck and not result.failed:
         # Everything it listed is gone: the inventory itself goes too, so a later `up` starts clean.
-        release_claim_safely(kube, lambda k: k.request("DELETE", applyset.path, what="ApplySet parent"))
+        release_claim_safely(
+            kube, lambda k: k.request("DELETE", applyset.path, what="ApplySet parent")
+        )
 
 
 def _delete_custom_resources(
@@ -168,7 +175,9 @@ def _delete_custom_resources(
         if crd is None:
             continue
         spec = crd["spec"]
-        version = next((v["name"] for v in spec["versions"] if v.get("storage")), spec["versions"][0]["name"])
+        version = next(
+            (v["name"] for v in spec["versions"] if v.get("storage")), spec["versions"][0]["name"]
+        )
         base = f"/apis/{spec['group']}/{version}"
         try:
             items = kube.get(f"{base}/{spec['names']['plural']}").get("items", [])
@@ -177,7 +186,11 @@ def _delete_custom_resources(
         for item in items:
             md = item["metadata"]
             ns = md.get("namespace")
-            path = f"{base}/namespaces/{ns}/{spec['names']['plural']}/{md['name']}" if ns else f"{base}/{spec['names']['plural']}/{md['name']}"
+            path = (
+                f"{base}/namespaces/{ns}/{spec['names']['plural']}/{md['name']}"
+                if ns
+                else f"{base}/{spec['names']['plural']}/{md['name']}"
+            )
             refs.append((path, f"{spec['names']['kind']} {ns + '/' if ns else ''}{md['name']}"))
     if not refs:
         return
@@ -185,10 +198,8 @@ def _delete_custom_resources(
     query = [("dryRun", "All")] if options.dry_run else []
 
     def delete(ref: tuple[str, str]) -> None:
-        try:
+        with contextlib.suppress(NotFound):
             kube.request("DELETE", ref[0], query=query, what=ref[1])
-        except NotFound:
-            pass
 
     for ref, _, exc in run_concurrently(refs, delete, 8):
         if exc is not None:
@@ -210,8 +221,7 @@ def _delete_custom_resources(
 
 def _namespaces_with_data(kube: Kube) -> set[str]:
     pvcs = kube.get("/api/v1/persistentvolumeclaims").get("items", [])
-    out = {p["metadata"]["namespace"] for p in pvcs}
-    return out
+    return {p["metadata"]["namespace"] for p in pvcs}
 
 
 def _stuck(kube: Kube, refs: list[LiveRef]) -> list[tuple[str, list[str]]]:
@@ -224,5 +234,3 @@ def _stuck(kube: Kube, refs: list[LiveRef]) -> list[tuple[str, list[str]]]:
         if obj is not None:
             out.append((str(ref.key), list(obj.get("metadata", {}).get("finalizers") or [])))
     return out
-
-

@@ -87,6 +87,9 @@ class Journal:
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            data = {"environment": self.env_name, "stages": {k: vars(v) for k, v in self.stages.items()}}
+            data = {
+                "environment": self.env_name,
+                "stages": {k: vars(v) for k, v in self.stages.items()},
+            }
             tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
             tmp.replace(self.path)  # atomic: a kill mid-write leaves the previous journal

@@ -263,7 +263,6 @@ def up(env: Environment, options: UpOptions, reporter: Reporter | None = None) -
     def apply() -> str:
         from kfdeploy.cluster.inventory import ApplySet
         from kfdeploy.workflows.apply import ApplyOptions, apply_objects
-
         from kfdeploy.workflows.secrets import with_secrets
 
         assert result.render is not None

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,9 +32,11 @@ def env_vars(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
 
     try:
         binaries.require()
-    except Exception as exc:  # noqa: BLE001 - any reason the control plane cannot run
+    except Exception as exc:
         if _in_ci():
-            pytest.fail(f"CI=true and the simulated control plane is unavailable: {exc}", pytrace=False)
+            pytest.fail(
+                f"CI=true and the simulated control plane is unavailable: {exc}", pytrace=False
+            )
         pytest.skip(f"simulated control plane unavailable: {exc}")
     root = tmp_path_factory.mktemp("up")
     env = {
@@ -46,15 +47,28 @@ def env_vars(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     yield env
     # Tear the emulator (and the clusters it runs) down whatever happened.
     subprocess.run(
-        [sys.executable, "-c", "from kfdeploy.sim.magnum.daemon import stop_emulator; stop_emulator(destroy=True)"],
-        env=env, timeout=180, check=False, capture_output=True,
+        [
+            sys.executable,
+            "-c",
+            "from kfdeploy.sim.magnum.daemon import stop_emulator; stop_emulator(destroy=True)",
+        ],
+        env=env,
+        timeout=180,
+        check=False,
+        capture_output=True,
     )
 
 
-def kfdeploy(env: dict[str, str], *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+def kfdeploy(
+    env: dict[str, str], *args: str, timeout: float = 1800
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "from kfdeploy.cli import main; main()", *args],
-        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -75,11 +89,23 @@ def _core(env: dict[str, str]) -> Any:
     return client.ApiClient(cfg)
 
 
-def test_1_up_killed_during_apply_resumes_and_converges(env_vars: dict[str, str], tmp_path: Path) -> None:
+def test_1_up_killed_during_apply_resumes_and_converges(
+    env_vars: dict[str, str], tmp_path: Path
+) -> None:
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from kfdeploy.cli import main; main()", "up", "local", "--no-smoke"],
-        env=env_vars, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from kfdeploy.cli import main; main()",
+            "up",
+            "local",
+            "--no-smoke",
+        ],
+        env=env_vars,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + 1500
     try:
@@ -94,7 +120,9 @@ def test_1_up_killed_during_apply_resumes_and_converges(env_vars: dict[str, str]
         if proc.poll() is None and time.monotonic() >= deadline:
             proc.kill()
     out = proc.communicate(timeout=60)[0]
-    assert proc.returncode == -signal.SIGKILL, f"up should have been killed during apply:\n{out[-3000:]}"
+    assert proc.returncode == -signal.SIGKILL, (
+        f"up should have been killed during apply:\n{out[-3000:]}"
+    )
     assert _journal(env_vars)["stages"]["apply"]["status"] == "running"
 
     junit = tmp_path / "smoke.xml"
@@ -152,24 +180,42 @@ def test_4_down_keeps_user_data_and_up_again_works(env_vars: dict[str, str]) -> 
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
     custom.create_cluster_custom_object(
-        "kubeflow.org", "v1", "profiles",
-        {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": {"name": "alice"},
-         "spec": {"owner": {"kind": "User", "name": "alice@cern.ch"}}},
+        "kubeflow.org",
+        "v1",
+        "profiles",
+        {
+            "apiVersion": "kubeflow.org/v1",
+            "kind": "Profile",
+            "metadata": {"name": "alice"},
+            "spec": {"owner": {"kind": "User", "name": "alice@cern.ch"}},
+        },
     )
     core.create_namespace({"metadata": {"name": "alice"}})
     core.create_namespaced_persistent_volume_claim(
         "alice",
-        {"metadata": {"name": "work"}, "spec": {"accessModes": ["ReadWriteOnce"],
-                                                "resources": {"requests": {"storage": "1Gi"}}}},
+        {
+            "metadata": {"name": "work"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
     )
     res = kfdeploy(env_vars, "down", "local", "--yes", "--output", "json", timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     data = json.loads(res.stdout)
     assert data["deleted"] > 100
     assert core.read_namespaced_persistent_volume_claim("work", "alice").metadata.name == "work"
-    assert custom.get_cluster_custom_object("kubeflow.org", "v1", "profiles", "alice")["metadata"]["name"] == "alice"
+    assert (
+        custom.get_cluster_custom_object("kubeflow.org", "v1", "profiles", "alice")["metadata"][
+            "name"
+        ]
+        == "alice"
+    )
     deployments = client.AppsV1Api(api).list_deployment_for_all_namespaces().items
-    assert not [d for d in deployments if d.metadata.namespace not in ("alice",)], "platform workloads remain"
+    assert not [d for d in deployments if d.metadata.namespace not in ("alice",)], (
+        "platform workloads remain"
+    )
 
     res = kfdeploy(env_vars, "up", "local", "--output", "json")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -35,7 +35,9 @@ def test_simulated_cluster_is_refused_for_a_real_environment(tmp_path: Path) -> 
 
 
 def test_api_server_pattern(tmp_path: Path) -> None:
-    env = _env(tmp_path, "prod", "  identity: {api_server: '^https://[^/]+\\.cern\\.ch(:\\d+)?$'}\n")
+    env = _env(
+        tmp_path, "prod", "  identity: {api_server: '^https://[^/]+\\.cern\\.ch(:\\d+)?$'}\n"
+    )
     check(env, ClusterIdentity("https://kf-prod.cern.ch:6443", owner="prod", simulated=False))  # type: ignore[arg-type]
     with pytest.raises(GuardError, match="expects an API server matching"):
         check(env, ClusterIdentity("https://127.0.0.1:6443", owner=None, simulated=False))  # type: ignore[arg-type]
@@ -49,9 +51,17 @@ def test_own_and_unclaimed_clusters_pass(tmp_path: Path) -> None:
 
 def test_provider_address_must_match(tmp_path: Path) -> None:
     env = _env(tmp_path, "local", simulated=True)
-    check(env, ClusterIdentity("https://127.0.0.1:7000", None, True), expected_api="https://127.0.0.1:7000/")  # type: ignore[arg-type]
+    check(
+        env,
+        ClusterIdentity("https://127.0.0.1:7000", None, True),
+        expected_api="https://127.0.0.1:7000/",
+    )  # type: ignore[arg-type]
     with pytest.raises(GuardError, match="provider says"):
-        check(env, ClusterIdentity("https://127.0.0.1:7000", None, True), expected_api="https://127.0.0.1:7001")  # type: ignore[arg-type]
+        check(
+            env,
+            ClusterIdentity("https://127.0.0.1:7000", None, True),
+            expected_api="https://127.0.0.1:7001",
+        )  # type: ignore[arg-type]
 
 
 def test_journal_resumes_and_survives_restarts(tmp_path: Path) -> None:
@@ -95,7 +105,7 @@ def test_journal_takes_concurrent_stages(tmp_path: Path) -> None:
             for i in range(50):
                 j.begin(name, str(i))
                 j.done(name)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=stage, args=(n,)) for n in ("render", "cluster")]
