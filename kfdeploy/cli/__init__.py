@@ -137,7 +137,10 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:  # the one place unexpected errors are presented
         crash = _write_crash(exc, log_file)
-        _print_error(f"unexpected error ({type(exc).__name__}); this is a bug in kfdeploy. Details: {crash}", None)
+        _print_error(
+            f"unexpected error ({type(exc).__name__}); this is a bug in kfdeploy. Details: {crash}",
+            None,
+        )
         sys.exit(1)
 
 

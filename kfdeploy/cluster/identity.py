@@ -27,20 +27,30 @@ def read_identity(kube: Kube) -> ClusterIdentity:
 def claim(kube: Kube, owner: str, *, magnum_cluster: str | None = None) -> None:
     """Record `owner` on the cluster (server-side apply, so a re-claim by the same owner is a no-op)."""
     existing = kube.get_or_none(_CM_PATH)
-    claimed_at = ((existing or {}).get("data") or {}).get("claimed-at") or dt.datetime.now(dt.UTC).isoformat(
-        timespec="seconds"
-    )
+    claimed_at = ((existing or {}).get("data") or {}).get("claimed-at") or dt.datetime.now(
+        dt.UTC
+    ).isoformat(timespec="seconds")
     body = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": OWNER_CONFIGMAP, "namespace": OWNER_NAMESPACE,
-                     "labels": {"app.kubernetes.io/managed-by": "kfdeploy"}},
-        "data": {"environment": owner, "claimed-at": claimed_at, "tool": f"kfdeploy/{__version__}",
-                 **({"magnum-cluster": magnum_cluster} if magnum_cluster else {})},
+        "metadata": {
+            "name": OWNER_CONFIGMAP,
+            "namespace": OWNER_NAMESPACE,
+            "labels": {"app.kubernetes.io/managed-by": "kfdeploy"},
+        },
+        "data": {
+            "environment": owner,
+            "claimed-at": claimed_at,
+            "tool": f"kfdeploy/{__version__}",
+            **({"magnum-cluster": magnum_cluster} if magnum_cluster else {}),
+        },
     }
     kube.request(
-        "PATCH", _CM_PATH, query=[("fieldManager", "kfdeploy"), ("force", "true")],
-        body=json.dumps(body), content_type="application/apply-patch+yaml",
+        "PATCH",
+        _CM_PATH,
+        query=[("fieldManager", "kfdeploy"), ("force", "true")],
+        body=json.dumps(body),
+        content_type="application/apply-patch+yaml",
         what=f"ConfigMap {OWNER_NAMESPACE}/{OWNER_CONFIGMAP}",
     )
 

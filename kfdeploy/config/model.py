@@ -344,7 +344,9 @@ class Environment(Strict):
             comps = self.kubeflow.components
             dex_on = "dex" not in self.kubeflow.exclude and (comps == "all" or "dex" in comps)
             if dex_on:
-                raise ValueError("overlays.sso replaces Dex: leave the dex component out (kubeflow.exclude: [dex])")
+                raise ValueError(
+                    "overlays.sso replaces Dex: leave the dex component out (kubeflow.exclude: [dex])"
+                )
         return self
 
     @property
