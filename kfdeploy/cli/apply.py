@@ -170,7 +170,7 @@ class _ProgressDisplay:
             self.title, self.total, self.counts, self.wait = "pruning", 0, {}, ""
         elif e.kind == "step-done":
             counts = e.counts if e.kind == "step-done" else self.counts
-            done = ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "nothing to apply"
+            done = ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "done"
             self.console.print(f"[green]✓[/] {self.title}: {done}")
         n = sum(self.counts.values())
         self.live.update(Text(f"… {self.title} {n}/{self.total}{self.wait}"))

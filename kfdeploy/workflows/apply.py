@@ -170,6 +170,11 @@ def apply_objects(
             title = _step_title(step)
             step_started = time.monotonic()
             emit(ProgressEvent("step-start", title, total=len(step.objects)))
+            if not options.dry_run:
+                for wait in step.gate:
+                    _run_wait(kube, wait, step, objects, applyset, options, emit)
+                if step.gate:
+                    kube.discovery.invalidate()  # new kinds: resolve them afresh
             outcomes = applier.apply(step.objects)
             summary.outcomes += outcomes
             raise_for_failures(outcomes, title)
@@ -233,7 +238,7 @@ def apply_objects(
             rollout = next(s for s in plan.steps if s.phase == Phase.ROLLOUT)
             step_started = time.monotonic()
             emit(ProgressEvent("step-start", _step_title(rollout)))
-            for wait in rollout.waits:
+            for wait in rollout.gate + rollout.waits:
                 _run_wait(kube, wait, rollout, objects, applyset, options, emit)
             summary.steps.append((_step_title(rollout), time.monotonic() - step_started))
             emit(ProgressEvent("step-done", _step_title(rollout)))
@@ -267,7 +272,7 @@ def _run_wait(
 
     if wait.kind == "crds-established":
         keys = set(wait.keys)
-        crds = [o for o in step.objects if (o.group, o.kind) == CRD and o.key in keys]
+        crds = [o for o in objects if (o.group, o.kind) == CRD and o.key in keys]
         kinds = [(str(o.obj["spec"]["group"]), str(o.obj["spec"]["names"]["kind"])) for o in crds]
         waits.wait_crds_established(
             kube, [o.key for o in crds], kinds, timeout=options.timeout, progress=prog

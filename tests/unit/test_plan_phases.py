@@ -123,7 +123,14 @@ def test_crds_and_namespaces_come_first_and_custom_resources_last() -> None:
         "CustomResourceDefinition/issuers.cert-manager.io",
         "CustomResourceDefinition/notebooks.kubeflow.org",
     }
-    assert plan.steps[0].waits[0].kind == "crds-established"
+    # The CRD wait gates the first step that sends a custom resource, not phase 2: CRDs get
+    # established while RBAC and config are applied.
+    gated = [
+        i for i, st in enumerate(plan.steps) if any(w.kind == "crds-established" for w in st.gate)
+    ]
+    assert len(gated) == 1
+    first_cr = min(at[k] for k in ("Notebook/nb", "Certificate/katib-cert", "Issuer/self"))
+    assert gated[0] == first_cr
     assert at["Notebook/nb"] > at["CustomResourceDefinition/notebooks.kubeflow.org"]
     assert plan.steps[at["Notebook/nb"]].phase == Phase.WORKLOADS
 
@@ -182,6 +189,22 @@ def test_webhook_waits_endpoints_and_injected_ca() -> None:
     )
     assert kinds["endpoints-ready"] == (key,)
     assert kinds["ca-injected"] == (key,)
+
+
+def test_builtin_workloads_go_before_custom_resources_in_phase_five() -> None:
+    objs = [o for o in platform() if o.kind != "ValidatingWebhookConfiguration"]
+    plan = build_plan(objs)
+    at = phase_index(plan.steps)
+    assert at["Deployment/katib-ui"] < at["Notebook/nb"]
+    gate = next(i for i, st in enumerate(plan.steps) if st.gate)
+    assert at["Notebook/nb"] == gate and at["Deployment/katib-ui"] < gate
+    # without webhooks nothing needs cert-manager first: Certificates are ordinary CRs
+    assert plan.steps[at["Certificate/katib-cert"]].phase == Phase.WORKLOADS
+
+
+def test_no_crd_in_render_means_no_gate() -> None:
+    objs = [o for o in platform() if o.kind != "CustomResourceDefinition"]
+    assert not any(st.gate for st in build_plan(objs).steps)
 
 
 def test_rollout_waits_for_every_other_workload() -> None:
