@@ -10,7 +10,7 @@ import json
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -18,11 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from kfdeploy.errors import ConfigError
-from kfdeploy.sim import binaries, netns
-from kfdeploy.sim.cluster import NETNS_PREFIX, LocalCluster, default_state_dir
-from kfdeploy.sim.errors import SimNotRunning
-from kfdeploy.sim.isolate import exec_isolated
-from kfdeploy.sim.nodes import SimNode, default_nodes
+
+if TYPE_CHECKING:
+    from kfdeploy.sim.cluster import LocalCluster
+    from kfdeploy.sim.nodes import SimNode
 
 app = typer.Typer(
     help="Run a real local Kubernetes control plane with simulated (GPU) nodes.",
@@ -50,11 +49,15 @@ StateDirOpt = Annotated[
 
 
 def _cluster(name: str, state_dir: Path | None) -> LocalCluster:
+    from kfdeploy.sim.cluster import LocalCluster, default_state_dir
+
     return LocalCluster(state_dir or default_state_dir(name), name=name)
 
 
 def load_nodes(path: Path) -> list[SimNode]:
     """Read a node list: YAML/JSON, either a list or a mapping with a `nodes` list."""
+    from kfdeploy.sim.nodes import SimNode
+
     try:
         data: Any = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -74,6 +77,8 @@ def load_nodes(path: Path) -> list[SimNode]:
 @app.command()
 def build() -> None:
     """Build (once) kube-apiserver, kube-controller-manager, kube-scheduler and etcd with Go."""
+    from kfdeploy.sim import binaries
+
     started = time.monotonic()
     with _console.status("checking the binary cache") as status:
         found = binaries.ensure(progress=lambda msg: status.update(msg))
@@ -95,6 +100,8 @@ def start(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the control plane.")] = 120,
 ) -> None:
     """Start the control plane (or reuse a running one) and register simulated nodes."""
+    from kfdeploy.sim.nodes import default_nodes
+
     node_list = load_nodes(nodes) if nodes else default_nodes()
     cluster = _cluster(name, state_dir)
     started = time.monotonic()
@@ -176,6 +183,8 @@ def stop(
 @app.command()
 def kubeconfig(name: NameOpt = "kfdeploy-sim", state_dir: StateDirOpt = None) -> None:
     """Print the path of the running cluster's admin kubeconfig."""
+    from kfdeploy.sim.errors import SimNotRunning
+
     cluster = _cluster(name, state_dir)
     if not cluster.is_running():
         raise SimNotRunning(
@@ -193,11 +202,16 @@ def isolate(
     ] = False,
 ) -> None:
     """Run a command in a loopback-only network namespace: `kfdeploy sim isolate -- pytest`."""
+    from kfdeploy.sim.isolate import exec_isolated
+
     exec_isolated(list(ctx.args), required=required)
 
 
 @app.command()
 def prune() -> None:
     """Remove simulated clusters' network namespaces that no process uses (after killed runs)."""
+    from kfdeploy.sim import netns
+    from kfdeploy.sim.cluster import NETNS_PREFIX
+
     for name in netns.prune(NETNS_PREFIX):
         typer.echo(f"removed network namespace {name}")
