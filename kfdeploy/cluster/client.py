@@ -170,6 +170,10 @@ class Kube:
             except ApiError as exc:
                 if not exc.temporary or attempt == attempts:
                     raise
+                if method == "POST" and exc.status is None:
+                    # The connection broke with the request possibly processed: a repeated POST
+                    # could create twice. Apply (PATCH), GET and DELETE are idempotent; POST is not.
+                    raise
                 retry_after = exc.body.get("_retry_after") if exc.body else None
                 delay = self.retry.delay(attempt, retry_after)
                 with self.stats.lock:
