@@ -374,8 +374,9 @@ def apply_environment(
 ) -> ApplySummary:
     from kfdeploy.cluster.inventory import ApplySet
 
-    objects = render_environment(env, manifests_dir)
+    # Which cluster first: a missing kubeconfig should fail in milliseconds, not after a render.
     kube = connect_environment(env, kubeconfig)
+    objects = render_environment(env, manifests_dir)
     return apply_objects(
         kube, objects, ApplySet.for_environment(env.name), options=options, progress=progress
     )
@@ -390,8 +391,8 @@ def diff_environment(
 ) -> DiffResult:
     from kfdeploy.cluster.inventory import ApplySet
 
-    objects = render_environment(env, manifests_dir)
     kube = connect_environment(env, kubeconfig)
+    objects = render_environment(env, manifests_dir)
     return diff_objects(kube, objects, ApplySet.for_environment(env.name), protections=protections)
 
 
