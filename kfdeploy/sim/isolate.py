@@ -30,21 +30,22 @@ def exec_isolated(argv: list[str], *, required: bool = False) -> None:
     if not argv:
         print("isolate: no command given", file=sys.stderr)
         sys.exit(2)
+    program = shutil.which(argv[0]) or argv[0]
     reason = netns.unavailable_reason()
+    path = None
     if reason is None:
         try:
             path = netns.ensure(ISOLATED_NETNS)
         except netns.NetnsError as exc:
             reason = str(exc)
-    if reason is not None:
+    if path is None:
         if required:
             print(f"isolate: cannot isolate the command: {reason}", file=sys.stderr)
             sys.exit(4)
         print(f"isolate: WARNING running without network isolation: {reason}", file=sys.stderr)
-        program = shutil.which(argv[0]) or argv[0]
         os.execv(program, argv)
+        return  # only reached when execv is replaced (tests)
     prefix = netns.nsenter_prefix(path)
-    program = shutil.which(argv[0]) or argv[0]
     print(f"isolate: running in loopback-only network namespace {path}", file=sys.stderr)
     os.execv(prefix[0], [*prefix, program, *argv[1:]])
 
