@@ -359,6 +359,6 @@ def require() -> Binaries:
     if found is None:
         raise SimBuildError(
             f"the simulated control plane is not built (looked in {build_root()})",
-            hint=f"run `kfdeploy sim build` once (needs Go; ~20 min cold), or set {BIN_DIR_ENV}",
+            hint=f"run `kfdeploy sim build` once (needs Go; ~15 min cold), or set {BIN_DIR_ENV}",
         )
     return found
