@@ -31,7 +31,14 @@ def tests(session: nox.Session) -> None:
     """Unit and integration tests (real kustomize, real control plane, Magnum emulator)."""
     session.install("-e", ".[dev]")
     session.run("kfdeploy", "sim", "build", env=_env())
-    session.run("pytest", *(session.posargs or ["-p", "no:cacheprovider"]), env=_env())
+    # The network rule: the whole suite runs in a loopback-only network namespace, so no test
+    # (and no kfdeploy code under test) can reach an address off this machine. `--required`
+    # fails instead of running unisolated where namespaces are not available.
+    session.run(
+        "kfdeploy", "sim", "isolate", "--required", "--",
+        "pytest", *(session.posargs or ["-p", "no:cacheprovider"]),
+        env=_env(),
+    )
 
 
 @nox.session(python=PY)
