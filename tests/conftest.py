@@ -7,6 +7,7 @@ Every test renders from the shared, prepared Kubeflow releases beside the reposi
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,17 @@ def manifests_dir() -> Path:
             f"Kubeflow manifests not found at {path} (set KFDEPLOY_MANIFESTS)", pytrace=False
         )
     return path
+
+
+@pytest.fixture(scope="module")
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A render cache of the module's own (KFDEPLOY_CACHE), so 'cold' really is cold and nothing
+    leaks between modules. Not for simulator tests: the binaries live in the cache too."""
+    path = tmp_path_factory.mktemp("kfdeploy-cache")
+    old = os.environ.get("KFDEPLOY_CACHE")
+    os.environ["KFDEPLOY_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("KFDEPLOY_CACHE", None)
+    else:
+        os.environ["KFDEPLOY_CACHE"] = old

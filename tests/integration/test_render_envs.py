@@ -14,7 +14,6 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,15 +124,8 @@ def _with_release(env: Environment, release: str) -> Environment:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("kfdeploy-cache")
-    old = os.environ.get("KFDEPLOY_CACHE")
-    os.environ["KFDEPLOY_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("KFDEPLOY_CACHE", None)
-    else:
-        os.environ["KFDEPLOY_CACHE"] = old
+def cache(isolated_cache: Path) -> Path:
+    return isolated_cache
 
 
 _results: dict[tuple[str, str], RenderResult] = {}

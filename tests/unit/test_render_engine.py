@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,16 +22,8 @@ EXAMPLE_COUNTS = {"26.03": 675, "v1.11.0": 653}
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A cache of this module's own, so 'cold' really is cold and nothing leaks to other tests."""
-    path = tmp_path_factory.mktemp("kfcache")
-    old = os.environ.get("KFDEPLOY_CACHE")
-    os.environ["KFDEPLOY_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("KFDEPLOY_CACHE", None)
-    else:
-        os.environ["KFDEPLOY_CACHE"] = old
+def cache(isolated_cache: Path) -> Path:
+    return isolated_cache
 
 
 def _monolithic_keys(release_dir: Path) -> list[ObjectKey]:
