@@ -65,10 +65,17 @@ class SsoOverlay(Strict):
     """OIDC login against an external identity provider (CERN's Keycloak) instead of Dex users."""
 
     issuer: str = Field(description="OIDC issuer URL, e.g. https://auth.cern.ch/auth/realms/cern")
-    client_id: str = Field(min_length=1)
-    username_claim: str = "email"
-    groups_claim: str = "groups"
-    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    client_id: str = Field(min_length=1, description="OIDC client registered for this platform")
+    username_claim: str = Field(
+        "email", description="ID-token claim that names the user (CERN: cern_upn)"
+    )
+    groups_claim: str = Field(
+        "groups", description="ID-token claim listing the user's groups (CERN: cern_roles)"
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "email", "profile"],
+        description="Scopes oauth2-proxy asks for",
+    )
 
     @field_validator("issuer")
     @classmethod
@@ -100,21 +107,29 @@ class RegistryMirrorOverlay(Strict):
 class StorageClassOverlay(Strict):
     """Give every PersistentVolumeClaim (and StatefulSet claim template) this storage class."""
 
-    name: Name
+    name: Name = Field(description="StorageClass every PVC and StatefulSet claim template gets")
 
 
 class GpuOverlay(Strict):
     """Schedule GPU workloads onto GPU nodegroups and run the NVIDIA device plugin."""
 
-    resource: str = "nvidia.com/gpu"
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    resource: str = Field("nvidia.com/gpu", description="Extended resource GPUs are requested as")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels of GPU nodes (GPU workloads and the device plugin select them)",
+    )
     tolerations: list[dict[str, str]] = Field(
         default_factory=lambda: [
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
         ]
     )
-    device_plugin: bool = True
-    device_plugin_image: str = "nvcr.io/nvidia/k8s-device-plugin:v0.17.1"
+    device_plugin: bool = Field(
+        True,
+        description="Deploy NVIDIA's device plugin (off where the cloud's GPU operator runs it)",
+    )
+    device_plugin_image: str = Field(
+        "nvcr.io/nvidia/k8s-device-plugin:v0.17.1", description="Device plugin image"
+    )
 
 
 class ProductionSizingOverlay(Strict):
@@ -163,7 +178,7 @@ class Taint(Strict):
 
 
 class NodeGroup(Strict):
-    name: Name
+    name: Name = Field(description="StorageClass every PVC and StatefulSet claim template gets")
     flavor: str = Field(min_length=1, description="Cloud flavor name (differs per cloud)")
     count: int = Field(ge=0, le=1000)
     min: int = Field(0, ge=0)
@@ -312,7 +327,7 @@ class Site(Strict):
 class Environment(Strict):
     """One deployment of Kubeflow."""
 
-    name: Name
+    name: Name = Field(description="StorageClass every PVC and StatefulSet claim template gets")
     description: str = ""
     simulated: bool = Field(
         False, description="A local simulated deployment: upstream defaults allowed"
