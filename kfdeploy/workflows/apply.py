@@ -283,7 +283,8 @@ def _run_wait(
         )
     elif wait.kind == "endpoints-ready":
         keys = set(wait.keys)
-        hooks = [o for o in objects if Scope(objects).key(o) in keys]
+        scope = Scope(objects)
+        hooks = [o for o in objects if scope.key(o) in keys]
         waits.wait_endpoints(kube, hooks, timeout=options.timeout, progress=prog)
     elif wait.kind == "ca-injected":
         waits.wait_ca_injected(kube, list(wait.keys), timeout=options.timeout, progress=prog)
