@@ -87,7 +87,11 @@ def test_platform_applies_in_one_run_and_converges(
     # not serving. (A busy two-core API server may still answer a rare 429/5xx, which is retried.)
     for line in summary.retried:
         assert "no matches for kind" not in line and "failed calling webhook" not in line, line
-    assert summary.retries <= 3, summary.retried
+    # A CRD established a moment ago answers LISTs with 429 "storage is (re)initializing" until
+    # its watch cache is ready: the API server's documented temporary state, retried as it should
+    # be, and on a loaded two-core machine it can hit several fresh CRDs. Anything else is rare.
+    other = [line for line in summary.retried if "storage is (re)initializing" not in line]
+    assert len(other) <= 3, summary.retried
     totals = summary.totals()
     assert totals["created"] + totals["configured"] == len(objects), totals
     assert proxy.requests["PATCH"] == len(objects) + 1  # each object once, plus the ApplySet parent
