@@ -91,11 +91,8 @@ class ApplySummary:
 
 
 def resolve_kubeconfig(env: Environment, override: Path | None) -> Path:
-    """The kubeconfig for `env`: the override, else the environment's own (provider kubeconfig).
-
-    The seam for `kfdeploy.cloud`: providers that create clusters (magnum) will return their
-    cluster's kubeconfig from here; until then such environments need --kubeconfig.
-    """
+    """The kubeconfig for `env`: the override, else the environment's own (provider kubeconfig),
+    else the one `kfdeploy up` saved, else a fresh one from the cloud provider."""
     if override is not None:
         if not override.is_file():
             raise ConfigError("no such kubeconfig file", file=str(override))
@@ -105,11 +102,14 @@ def resolve_kubeconfig(env: Environment, override: Path | None) -> Path:
         if not path.is_file():
             raise ConfigError("no such kubeconfig file", file=str(path), key="cluster.kubeconfig")
         return path
-    raise ConfigError(
-        f"environment {env.name} gets its cluster from provider {env.cluster.provider}, which "
-        "apply cannot reach yet",
-        hint="pass --kubeconfig FILE (e.g. `kfdeploy sim start` prints one)",
-    )
+    from kfdeploy.workflows.up import kubeconfig_path
+
+    saved = kubeconfig_path(env)
+    if saved.is_file():
+        return saved
+    from kfdeploy.cloud.provider import get_provider
+
+    return get_provider(env).kubeconfig(env, saved)
 
 
 # ---- apply ------------------------------------------------------------------------------------
@@ -373,11 +373,21 @@ def apply_environment(
     options: ApplyOptions | None = None,
     progress: Progress | None = None,
 ) -> ApplySummary:
+    from kfdeploy.cluster.identity import claim, read_identity
     from kfdeploy.cluster.inventory import ApplySet
+    from kfdeploy.plan.guard import check
+    from kfdeploy.workflows.secrets import with_secrets
 
     # Which cluster first: a missing kubeconfig should fail in milliseconds, not after a render.
     kube = connect_environment(env, kubeconfig)
+    # The context guard, as in `up`: never write one environment's platform to another's cluster.
+    seen = read_identity(kube)
+    check(env, seen)
     objects = render_environment(env, manifests_dir)
+    dry_run = bool(options and options.dry_run)
+    if seen.owner is None and not dry_run:
+        claim(kube, env.owner)
+    objects = with_secrets(kube, env, objects, dry_run=dry_run)
     return apply_objects(
         kube, objects, ApplySet.for_environment(env.name), options=options, progress=progress
     )
