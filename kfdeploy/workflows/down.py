@@ -24,7 +24,7 @@ from kfdeploy.errors import WaitTimeout
 
 if TYPE_CHECKING:
     from kfdeploy.cluster.client import Kube
-    from kfdeploy.plan.prune import LiveRef
+    from kfdeploy.plan.prune import LiveRef, PrunePlan
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def _teardown(
     kube: Kube, env: Environment, options: DownOptions, result: DownResult, message: Any
 ) -> None:
     from kfdeploy.cluster.inventory import ApplySet
-    from kfdeploy.cluster.prune import crds_in_use, execute
+    from kfdeploy.cluster.prune import crds_in_use
     from kfdeploy.plan.prune import Protections, prune_plan
 
     applyset = ApplySet.for_environment(env.name)
@@ -128,25 +128,48 @@ def _teardown(
     if options.delete_data:
         _delete_custom_resources(kube, crd_names, options, result, message)
 
+    # Pass 1: everything but CRDs and namespaces (the platform's own custom resources go here).
+    # Pass 2: CRDs and namespaces, judged after pass 1, so a CRD counts as in use only for the
+    # custom resources that remain (users'), not for the platform's own that pass 1 deleted.
+    last = {"CustomResourceDefinition", "Namespace"}
+    protections = Protections(
+        namespaces=True, data=options.delete_data, crds_in_use=options.delete_data
+    )
+    first = prune_plan([m for m in members if m.key.kind not in last], [], protections=protections)
+    _run(kube, first, options, result, message)
+    if result.stuck or result.failed:
+        return  # CRDs and namespaces of objects that did not go would only get stuck too
     in_use = crds_in_use(kube, crd_names)
     kept_ns = set() if options.delete_data else _namespaces_with_data(kube)
-    plan = prune_plan(
-        members,
-        [],
-        protections=Protections(
-            namespaces=True, data=options.delete_data, crds_in_use=options.delete_data
-        ),
-        crds_in_use=in_use,
+    second = prune_plan(
+        [m for m in members if m.key.kind in last], [], protections=protections, crds_in_use=in_use
     )
     # A namespace that still holds kept data stays, or deleting it would delete the data.
-    for ref in list(plan.delete):
+    for ref in list(second.delete):
         if ref.key.kind == "Namespace" and ref.key.name in kept_ns:
-            plan.delete.remove(ref)
-            plan.kept.append(
-                (ref, "holds PersistentVolumeClaims or a Profile's data; use --delete-data")
-            )
-    result.kept.extend((str(r), why) for r, why in plan.kept)
-    message(f"deleting {len(plan.delete)} object(s), keeping {len(plan.kept)}")
+            second.delete.remove(ref)
+            second.kept.append((ref, "holds PersistentVolumeClaims or a Profile's data"))
+    _run(kube, second, options, result, message)
+    plan_kept = first.kept + second.kept
+    if not options.dry_run and not plan_kept and not result.stuck and not result.failed:
+        # Everything it listed is gone: the inventory itself goes too, so a later `up` starts clean.
+        release_claim_safely(
+            kube, lambda k: k.request("DELETE", applyset.path, what="ApplySet parent")
+        )
+
+
+def _run(
+    kube: Kube, plan: PrunePlan, options: DownOptions, result: DownResult, message: Any
+) -> None:
+    from kfdeploy.cluster.prune import execute
+
+    # Prune's hints name apply's flags; for down, --delete-data is the one switch.
+    result.kept.extend(
+        (str(r), why.split("; allow with")[0] + "; use --delete-data") for r, why in plan.kept
+    )
+    if not plan.delete:
+        return
+    message(f"deleting {len(plan.delete)} object(s)")
     try:
         outcomes = execute(kube, plan, dry_run=options.dry_run, timeout=options.timeout)
     except WaitTimeout:
@@ -157,11 +180,6 @@ def _teardown(
             result.failed.append((str(o.key), o.message))
         else:
             result.deleted.append(str(o.key))
-    if not options.dry_run and not plan.kept and not result.stuck and not result.failed:
-        # Everything it listed is gone: the inventory itself goes too, so a later `up` starts clean.
-        release_claim_safely(
-            kube, lambda k: k.request("DELETE", applyset.path, what="ApplySet parent")
-        )
 
 
 def _delete_custom_resources(
