@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from kfdeploy.config.model import Cluster, NodeGroup, Taint
 
@@ -29,16 +29,9 @@ Action = Literal[
     "update-nodegroup-bounds",
     "delete-nodegroup",
 ]
-MUTATING_ACTIONS: tuple[Action, ...] = (
-    "create-template",
-    "create-cluster",
-    "upgrade-cluster",
-    "upgrade-nodegroup",
-    "create-nodegroup",
-    "resize-nodegroup",
-    "update-nodegroup-bounds",
-    "delete-nodegroup",
-)
+# Every planned action changes the cloud (a no-op is the absence of actions), so the list is the
+# Literal's own members rather than a second copy to keep in step.
+MUTATING_ACTIONS: tuple[Action, ...] = get_args(Action)
 FAILED_STATES = frozenset(
     {"CREATE_FAILED", "UPDATE_FAILED", "DELETE_FAILED", "ROLLBACK_FAILED", "RESUME_FAILED"}
 )

@@ -267,3 +267,20 @@ def assert_converged(kube: Any, objects: list[RenderedObject], env_name: str = "
         meta = applier.live_index(key.group, key.kind).get(key)
         assert meta is not None, f"{key} not applied"
         assert meta.content_hash == obj["metadata"]["annotations"][HASH_ANNOTATION], key
+
+
+def fresh_cluster_fixture(request: Any, tmp_path_factory: Any, name: str) -> Iterator[LocalCluster]:
+    """Body of a module-scoped `cluster` fixture: a fresh control plane of the module's own,
+    its logs kept when the session had failures, destroyed afterwards."""
+    from kfdeploy.errors import KfdeployError
+    from kfdeploy.sim.testing import keep_logs, require_binaries, unavailable
+
+    require_binaries()
+    try:
+        c = start_fresh(tmp_path_factory.mktemp(name), name)
+    except KfdeployError as exc:
+        unavailable(f"fresh control plane failed to start: {exc}")
+    yield c
+    if request.session.testsfailed:
+        keep_logs(c)
+    c.destroy()

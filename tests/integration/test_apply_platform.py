@@ -16,15 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apply_support import assert_converged, env_file, fault_proxy, platform, start_fresh
+from apply_support import assert_converged, env_file, fault_proxy, fresh_cluster_fixture, platform
 
 from kfdeploy.cluster.apply import ApplyFailed
 from kfdeploy.cluster.client import Kube, connect
 from kfdeploy.cluster.inventory import ApplySet
-from kfdeploy.errors import KfdeployError
 from kfdeploy.render.objects import RenderedObject
 from kfdeploy.sim.cluster import LocalCluster
-from kfdeploy.sim.testing import keep_logs, require_binaries, unavailable
 from kfdeploy.workflows.apply import ApplyOptions, apply_objects
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,15 +35,7 @@ APPLYSET = ApplySet.for_environment("local")
 def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalCluster]:
-    require_binaries()
-    try:
-        c = start_fresh(tmp_path_factory.mktemp("apply-platform"), "apply-platform")
-    except KfdeployError as exc:
-        unavailable(f"fresh control plane failed to start: {exc}")
-    yield c
-    if request.session.testsfailed:
-        keep_logs(c)
-    c.destroy()
+    yield from fresh_cluster_fixture(request, tmp_path_factory, "apply-platform")
 
 
 @pytest.fixture(scope="module")
