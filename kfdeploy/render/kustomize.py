@@ -9,6 +9,8 @@ almost for free. Without kubectl, PyYAML (libyaml when present) parses instead.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -92,6 +94,32 @@ def _find(explicit: str) -> Kustomize:
 
 
 def _version(cmd: list[str], pattern: str) -> str | None:
+    """The version a program reports, remembered per binary (path, size, mtime): asking costs a
+    process start (~60 ms), which a warm render would otherwise pay every time."""
+    memo = _memo_path(cmd)
+    if memo is not None and memo.is_file():
+        return memo.read_text(encoding="utf-8").strip() or None
+    found = _ask_version(cmd, pattern)
+    if memo is not None and found:
+        with contextlib.suppress(OSError):
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            memo.write_text(found, encoding="utf-8")
+    return found
+
+
+def _memo_path(cmd: list[str]) -> Path | None:
+    try:
+        st = Path(cmd[0]).stat()
+    except OSError:
+        return None
+    key = hashlib.sha256(
+        f"{Path(cmd[0]).resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{cmd[1:]}".encode()
+    ).hexdigest()[:24]
+    base = os.environ.get("KFDEPLOY_CACHE") or str(Path.home() / ".cache" / "kfdeploy")
+    return Path(base) / "tool-versions" / key
+
+
+def _ask_version(cmd: list[str], pattern: str) -> str | None:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):

@@ -11,6 +11,7 @@ the digest before it enters the cache (a half-written or tampered tree never ren
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -79,6 +80,9 @@ class Pin(BaseModel):
         raise KeyError(name)
 
 
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def default_pins_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "manifests"
 
@@ -88,7 +92,12 @@ def cache_dir() -> Path:
 
 
 def load_pin(release: str, pins_dir: Path | None = None) -> Pin:
-    pins_dir = pins_dir or default_pins_dir()
+    return _load_pin(release, pins_dir or default_pins_dir())
+
+
+@functools.lru_cache(maxsize=32)
+def _load_pin(release: str, pins_dir: Path) -> Pin:
+    # Cached: loading, rendering and checking an environment all consult the pin.
     path = pins_dir / f"{release}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in pins_dir.glob("*.yaml"))) or "none"
@@ -97,7 +106,7 @@ def load_pin(release: str, pins_dir: Path | None = None) -> Pin:
             key="kubeflow.release",
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
         return Pin.model_validate(data)
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=str(path)) from exc
