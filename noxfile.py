@@ -35,8 +35,13 @@ def tests(session: nox.Session) -> None:
     # (and no kfdeploy code under test) can reach an address off this machine. `--required`
     # fails instead of running unisolated where namespaces are not available.
     session.run(
-        "kfdeploy", "sim", "isolate", "--required", "--",
-        "pytest", *(session.posargs or ["-p", "no:cacheprovider"]),
+        "kfdeploy",
+        "sim",
+        "isolate",
+        "--required",
+        "--",
+        "pytest",
+        *(session.posargs or ["-p", "no:cacheprovider"]),
         env=_env(),
     )
 
