@@ -21,9 +21,10 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import yaml
 
 from kfdeploy.config.model import Environment
 from kfdeploy.errors import ConfigError, RenderError
-from kfdeploy.render import kustomize, overlays
+from kfdeploy.render import elide, kustomize, overlays
 from kfdeploy.render.kustomize import COMPONENT_LABEL, Kustomize
 from kfdeploy.render.objects import RenderedObject
 from kfdeploy.render.release import Release, cache_dir, default_pins_dir, load_pin, locate_release
@@ -40,7 +41,7 @@ from kfdeploy.render.release import Release, cache_dir, default_pins_dir, load_p
 log = logging.getLogger(__name__)
 
 # Bump when the shape of rendered output changes, so old cache entries are not reused.
-RENDER_VERSION = "3"
+RENDER_VERSION = "4"
 
 
 @dataclass
@@ -58,10 +59,13 @@ class RenderResult:
 
     @property
     def objects(self) -> list[RenderedObject]:
-        """All rendered objects in component order (loaded from the cache on first use)."""
+        """All rendered objects in component order, CRD schemas included (loaded from the cache
+        and the schema store on first use; a schema never parsed before is parsed then)."""
         if self._objects is None:
             data = json.loads((self.cache_path / "objects.json").read_text(encoding="utf-8"))
-            self._objects = [RenderedObject(d["component"], d["object"]) for d in data]
+            objects = [RenderedObject(d["component"], d["object"]) for d in data]
+            _fill_schemas(objects)
+            self._objects = objects
         return self._objects
 
     def component_file(self, component: str) -> Path:
@@ -103,14 +107,22 @@ def render(
     use_cache: bool = True,
     jobs: int | None = None,
     progress: Any = None,
+    elide_schemas: bool | None = None,
 ) -> RenderResult:
-    """Render env; returns quickly from the cache when no input changed."""
+    """Render env; returns quickly from the cache when no input changed.
+
+    CRD schemas are elided from what kustomize reads and put back afterwards (see
+    kfdeploy.render.elide); elide_schemas=False, or KFDEPLOY_RENDER_ELIDE=0, builds from the
+    release as it is."""
     started = time.monotonic()
     pin = load_pin(env.kubeflow.release)
     release = locate_release(pin, manifests_dir)
     components = selected_components(env, pin.release)
     kz = kustomize.find_kustomize()
-    key = _cache_key(env, release, components, kz)
+    if elide_schemas is None:
+        elide_schemas = os.environ.get("KFDEPLOY_RENDER_ELIDE", "1") != "0"
+    fingerprint = _release_fingerprint(release)
+    key = _cache_key(env, release, components, kz, fingerprint, elide_schemas)
     out = cache_dir() / "render" / "out" / key
     if use_cache and (out / "index.json").is_file():
         index = json.loads((out / "index.json").read_text(encoding="utf-8"))
@@ -126,11 +138,35 @@ def render(
             findings=index.get("findings", []),
         )
 
-    ws = _workspace(env, release, components)
+    store = schema_store()
+    elided_root = _elided_release(release, fingerprint, store) if elide_schemas else None
+    ws = _workspace(env, release, components, elided_root)
     jobs = jobs or max(2, os.cpu_count() or 2)
 
+    convert = _schema_converter(kz, jobs=1)  # the pool already runs one per core
+    requested: set[str] = set()
+    lock = threading.Lock()
+    parsing: list[Future[None]] = []
+
     def build(name: str) -> tuple[str, bytes]:
-        stream = kustomize.build(kz, ws / "components" / name)
+        stream = None
+        if elided_root is not None:
+            try:
+                stream = kustomize.build(kz, ws / "components" / name)
+                ids = set(elide.markers(stream.decode()))
+            except RenderError as exc:
+                # A kustomization that reaches into a schema: build this one as it is.
+                log.debug("component %s: built without schema elision (%s)", name, exc)
+                stream = None
+            else:
+                # Its schemas are parsed (for their size) while other components build.
+                with lock:
+                    new = ids - requested
+                    requested.update(new)
+                if new:
+                    parsing.append(pool.submit(store.parse, new, convert))
+        if stream is None:
+            stream = kustomize.build(kz, ws / _PRISTINE / name)
         if progress is not None:
             progress(name, stream.count(b"\n---\n") + 1 if stream.strip() else 0)
         return name, stream
@@ -148,6 +184,8 @@ def render(
                 _balanced(components, streams, jobs),
             )
         )
+        for job in parsing:
+            job.result()
     text = "\n".join(texts)
     built: dict[str, list[dict[str, Any]]] = {c: [] for c in components}
     pristine: dict[str, list[dict[str, Any]]] = {c: [] for c in components}
@@ -165,13 +203,15 @@ def render(
     objects = [RenderedObject(c, o) for c in components for o in built[c]]
     from kfdeploy.render.validate import validate  # import here: validate imports engine types
 
-    findings = validate(env, objects)
-    # Components Python did not touch keep kustomize's own YAML, byte for byte.
+    findings = validate(env, objects, schemas=SchemaFacts(store, kz))
+    # Components Python did not touch keep kustomize's own YAML, byte for byte (but for the
+    # schemas put back).
     changed = [c for c in components if built[c] != pristine[c]]
     yaml_texts = {c: streams[c].decode() for c in components if c not in changed}
     if changed:
         printed = kustomize.print_yaml(kz, ws / "print", [built[c] for c in changed])
         yaml_texts.update(zip(changed, printed, strict=True))
+    yaml_texts = {c: elide.splice(t, store) for c, t in yaml_texts.items()}
     _write_cache(out, kz, components, built, yaml_texts, objects, findings, key, env, release)
     return RenderResult(
         env,
@@ -183,34 +223,116 @@ def render(
         {c: len(built[c]) for c in components},
         time.monotonic() - started,
         findings=[f.to_dict() for f in findings],
-        _objects=objects,
     )
+
+
+# ---- CRD schemas ----------------------------------------------------------------------------------
+
+
+def schema_store() -> elide.SchemaStore:
+    return elide.SchemaStore(cache_dir() / "render" / "schemas")
+
+
+def _elided_release(release: Release, fingerprint: str, store: elide.SchemaStore) -> Path:
+    """The release with its CRD schemas elided, made once per release content."""
+    tag = hashlib.sha256(
+        f"{elide.ELIDE_VERSION}\0{release.root.resolve()}\0{fingerprint}".encode()
+    ).hexdigest()[:32]
+    dest = cache_dir() / "render" / "elided" / tag
+    if (dest / ".complete").is_file():
+        return dest
+    roots = [p for c in release.pin.components for p in (*c.paths, *c.components)]
+    return elide.prepare(release.root, dest, store, elide.elidable_files(release.root, roots))
+
+
+def _fill_schemas(objects: list[RenderedObject]) -> None:
+    ids = {i for ro in objects for _, i in elide.marker_paths(ro.obj)}
+    if not ids:
+        return
+    schemas = schema_store().json_texts(ids, _schema_converter(kustomize.find_kustomize()))
+    for ro in objects:
+        elide.fill(ro.obj, schemas)
+
+
+def _schema_converter(kz: Kustomize, jobs: int | None = None) -> Any:
+    """Parse schema blocks ({id: YAML}) the way the rest of the render is parsed: by kubectl
+    (`jobs` processes at once, default one per core), each block wrapped in an object kubectl
+    accepts."""
+
+    def convert(blocks: dict[str, str]) -> dict[str, Any]:
+        docs = {
+            i: "apiVersion: kfdeploy.cern.ch/v1\nkind: Schema\nmetadata:\n  name: "
+            + i
+            + "\nschema:\n"
+            + "".join(("  " + ln if ln else "") + "\n" for ln in text.split("\n")[:-1])
+            for i, text in blocks.items()
+        }
+        sizes = {i: len(d) for i, d in docs.items()}
+        n = jobs or max(2, os.cpu_count() or 2)
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            parts = list(
+                pool.map(
+                    lambda part: kustomize.to_json(
+                        kz, "\n---\n".join(docs[i] for i in part).encode()
+                    ),
+                    _balanced_by(sorted(docs), sizes, n),
+                )
+            )
+        out: dict[str, Any] = {}
+        for o in kustomize.json_stream("\n".join(parts)):
+            out[o["metadata"]["name"]] = o.get("schema")
+        missing = set(blocks) - set(out)
+        if missing:
+            raise RenderError(f"kubectl returned no schema for {sorted(missing)[0]}")
+        return out
+
+    return convert
+
+
+@dataclass
+class SchemaFacts:
+    """Elided schemas as validation reads them (kfdeploy.render.validate.Schemas)."""
+
+    store: elide.SchemaStore
+    kz: Kustomize
+
+    def text(self, block_id: str) -> str:
+        return self.store.text(block_id)
+
+    def json_texts(self, ids: set[str]) -> dict[str, str]:
+        return self.store.json_texts(ids, _schema_converter(self.kz))
 
 
 def _balanced(components: list[str], streams: dict[str, bytes], parts: int) -> list[list[str]]:
     """Split components into `parts` groups of similar byte size, keeping component order."""
-    total = sum(len(streams[c]) for c in components) or 1
+    return _balanced_by(components, {c: len(streams[c]) for c in components}, parts)
+
+
+def _balanced_by(names: list[str], sizes: dict[str, int], parts: int) -> list[list[str]]:
+    total = sum(sizes[n] for n in names) or 1
     groups: list[list[str]] = [[]]
     acc = 0
-    for c in components:
+    for n in names:
         if acc >= total * len(groups) / parts and len(groups) < parts:
             groups.append([])
-        groups[-1].append(c)
-        acc += len(streams[c])
+        groups[-1].append(n)
+        acc += sizes[n]
     return [g for g in groups if g]
 
 
 def _weight(name: str) -> int:
-    # Rough build cost measured on 26.03 (kserve's CRDs dominate); unknown names go in the middle.
+    # Rough build cost measured on 26.03 with schemas elided; unknown names go in the middle.
     return {
-        "kserve": 10,
-        "trainer": 6,
-        "spark-operator": 5,
-        "istio": 5,
-        "cert-manager": 4,
-        "knative-serving": 4,
-        "pipelines": 4,
-    }.get(name, 2)
+        "pipelines": 10,
+        "notebook-controller": 6,
+        "istio": 6,
+        "knative-serving": 5,
+        "katib": 5,
+        "cert-manager": 5,
+        "trainer": 4,
+        "kserve": 4,
+        "spark-operator": 4,
+    }.get(name, 3)
 
 
 def write_out(result: RenderResult, out_dir: Path) -> list[Path]:
@@ -229,10 +351,18 @@ def write_out(result: RenderResult, out_dir: Path) -> list[Path]:
 # ---- workspace ----------------------------------------------------------------------------------
 
 
-def _workspace(env: Environment, release: Release, components: list[str]) -> Path:
+_PRISTINE = "components-as-released"
+
+
+def _workspace(
+    env: Environment, release: Release, components: list[str], elided_root: Path | None
+) -> Path:
+    """components/<name> builds from the elided release (or the release itself when elision is
+    off); components-as-released/<name> always from the release itself."""
     ws = cache_dir() / "render" / "work" / env.name
     (ws / "components").mkdir(parents=True, exist_ok=True)
-    _symlink(ws / "release", release.root.resolve())
+    _symlink(ws / "release", (elided_root or release.root).resolve())
+    _symlink(ws / "release-as-released", release.root.resolve())
     _symlink(ws / "overlays", overlays.overlays_dir().resolve())
     _symlink(ws / "fixes", fixes_dir().resolve())
     params = overlays.site_params(env)
@@ -277,9 +407,13 @@ def _workspace(env: Environment, release: Release, components: list[str]) -> Pat
         comps += [f"../../overlays/{p}" for p in overlays.kustomize_components(env, name)]
         if comps:
             kust["components"] = comps
-        d = ws / "components" / name
-        d.mkdir(parents=True, exist_ok=True)
-        _write_if_changed(d / "kustomization.yaml", yaml.safe_dump(kust, sort_keys=False))
+        for folder, release_link in (("components", "release"), (_PRISTINE, "release-as-released")):
+            d = ws / folder / name
+            d.mkdir(parents=True, exist_ok=True)
+            text = yaml.safe_dump(kust, sort_keys=False)
+            _write_if_changed(
+                d / "kustomization.yaml", text.replace("../../release/", f"../../{release_link}/")
+            )
     return ws
 
 
@@ -303,10 +437,17 @@ def _write_if_changed(path: Path, text: str) -> None:
 # ---- cache ----------------------------------------------------------------------------------------
 
 
-def _cache_key(env: Environment, release: Release, components: list[str], kz: Kustomize) -> str:
+def _cache_key(
+    env: Environment,
+    release: Release,
+    components: list[str],
+    kz: Kustomize,
+    fingerprint: str,
+    elided: bool,
+) -> str:
     h = hashlib.sha256()
-    h.update(f"render-{RENDER_VERSION}\0{kz.version}\0".encode())
-    h.update(_release_fingerprint(release).encode())
+    h.update(f"render-{RENDER_VERSION}\0{kz.version}\0{elided}\0".encode())
+    h.update(fingerprint.encode())
     h.update(overlays.fingerprint().encode())
     h.update(overlays.fingerprint(fixes_dir()).encode())
     h.update(json.dumps(overlays.render_settings(env), sort_keys=True).encode())

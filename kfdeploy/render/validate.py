@@ -12,9 +12,10 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from kfdeploy.config.model import Environment
+from kfdeploy.render import elide
 from kfdeploy.render.objects import RenderedObject
 
 Severity = Literal["error", "warning", "note"]
@@ -79,9 +80,27 @@ class Finding:
         return f"{self.severity}: {where}{self.message} [{self.rule}]"
 
 
-def validate(env: Environment, objects: list[RenderedObject]) -> list[Finding]:
+class Schemas(Protocol):
+    """Elided CRD schemas (kfdeploy.render.elide): their YAML text and their parsed JSON text."""
+
+    def text(self, block_id: str) -> str: ...
+
+    def json_texts(self, ids: set[str]) -> dict[str, str]: ...
+
+
+def validate(
+    env: Environment, objects: list[RenderedObject], *, schemas: Schemas | None = None
+) -> list[Finding]:
     findings: list[Finding] = []
     scopes = _scopes(objects)
+    elided = {ro.key: list(elide.marker_paths(ro.obj)) for ro in objects if _may_hold_markers(ro)}
+    elided = {k: v for k, v in elided.items() if v}
+    if elided and schemas is None:
+        raise ValueError("objects with elided schemas need the schemas to be validated")
+    parsed = (
+        schemas.json_texts({i for v in elided.values() for _, i in v}) if schemas and elided else {}
+    )
+    sizes = {i: len(t) for i, t in parsed.items()}
     seen: dict[tuple[str, str, str, str], str] = {}
     images: dict[str, set[str]] = defaultdict(set)
     for ro in objects:
@@ -106,7 +125,7 @@ def validate(env: Environment, objects: list[RenderedObject]) -> list[Finding]:
                 f"{ro.kind} is namespaced but has no metadata.namespace",
             )
 
-        for path, value in _strings(o, ()):
+        for path, value in _all_strings(o, elided.get(ro.key, []), schemas, parsed):
             m = _PLACEHOLDER.search(value)
             if m:
                 add(
@@ -129,7 +148,11 @@ def validate(env: Environment, objects: list[RenderedObject]) -> list[Finding]:
             elif tag.endswith(":latest"):
                 add("image-latest", "warning", f"image {image} uses :latest (unpinned)")
 
-        size = len(json.dumps(o, separators=(",", ":")))
+        size = (
+            elide.json_size(o, sizes)
+            if ro.key in elided
+            else len(json.dumps(o, separators=(",", ":")))
+        )
         if size > LAST_APPLIED_LIMIT:
             add(
                 "large-object",
@@ -182,6 +205,25 @@ def _strings(node: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str
     elif isinstance(node, list):
         for i, v in enumerate(node):
             yield from _strings(v, (*path, i))
+
+
+def _may_hold_markers(ro: RenderedObject) -> bool:
+    return ro.kind == "CustomResourceDefinition"
+
+
+def _all_strings(
+    o: dict[str, Any],
+    markers: list[tuple[tuple[str | int, ...], str]],
+    schemas: Schemas | None,
+    parsed: dict[str, str],
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """The object's strings, and those of its elided schemas whose text holds a `$(` (the
+    only ones worth walking)."""
+    yield from _strings(o, ())
+    for path, block_id in markers:
+        assert schemas is not None
+        if "$(" in schemas.text(block_id):
+            yield from _strings(json.loads(parsed[block_id]), path)
 
 
 def pod_spec(o: dict[str, Any]) -> dict[str, Any] | None:

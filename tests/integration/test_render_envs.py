@@ -348,3 +348,34 @@ def _one(objs: list[RenderedObject], kind: str, name: str) -> dict[str, Any]:
     pattern = re.compile(rf"^{re.escape(name)}{suffix}$")
     (o,) = [x.obj for x in objs if x.kind == kind and pattern.match(x.name)]
     return o
+
+
+@pytest.mark.parametrize(
+    ("name", "release"),
+    [
+        pytest.param("local", "26.03", id="local-26.03"),
+        pytest.param("cern-prod", "26.03", id="cern-prod-26.03"),
+        pytest.param("burst-public", "v1.11.0", id="burst-public-v1.11.0"),
+    ],
+)
+def test_schema_elision_changes_nothing(rendered: Any, name: str, release: str) -> None:
+    """The default render (CRD schemas elided from kustomize's input and put back after) gives
+    exactly what building from the release as it is gives: every object, every finding, and
+    every component file parsed. notebook-controller's JSON patches into its CRD's schema make
+    that CRD one of those built as released."""
+    elided = rendered(name, release)
+    env = _with_release(load_environment(name).env, release)
+    plain = render(env, manifests_dir=MANIFESTS, elide_schemas=False)
+    assert plain.key != elided.key
+    assert [(o.component, o.obj) for o in elided.objects] == [
+        (o.component, o.obj) for o in plain.objects
+    ]
+    assert elided.findings == plain.findings
+    for c in elided.components:
+        text = elided.component_file(c).read_text()
+        assert "x-kfdeploy-elided" not in text
+        assert list(yaml.load_all(text, Loader=yaml.CSafeLoader)) == list(
+            yaml.load_all(plain.component_file(c).read_text(), Loader=yaml.CSafeLoader)
+        ), c
+    crds = [o for o in elided.objects if o.kind == "CustomResourceDefinition"]
+    assert crds and all("openAPIV3Schema" in json.dumps(o.obj) for o in crds)
