@@ -120,24 +120,59 @@ def elidable_files(release_root: Path, roots: Iterable[str]) -> set[Path]:
     the release), minus any file also loaded another way (a patch, `crds:`, a plugin's config)
     and minus everything below a kustomization that says anything about schemas (a JSON patch
     into one, a replacement, a fieldSpec): only resources nobody looks into are elided."""
-    root = release_root.resolve()
-    resources: set[Path] = set()
-    other: set[Path] = set()
-    touched: set[Path] = set()  # resources reached below a kustomization that mentions schemas
-    seen: set[tuple[Path, bool]] = set()
+    return Reach(release_root).elidable({"": list(roots)})[0]
 
-    def visit(folder: Path, under_schema_talk: bool) -> None:
-        if (folder, under_schema_talk) in seen or not folder.is_relative_to(root):
+
+class Reach:
+    """Walks kustomizations the way kustomize loads them, as far as which files they read."""
+
+    def __init__(self, release_root: Path) -> None:
+        self.root = release_root.resolve()
+        self._parsed: dict[Path, dict[str, Any] | None] = {}
+
+    def elidable(self, groups: dict[str, list[str]]) -> tuple[set[Path], dict[str, set[Path]]]:
+        """The elidable files for all groups of roots together, and each group's resources."""
+        resources: set[Path] = set()
+        other: set[Path] = set()
+        touched: set[Path] = set()
+        reached: dict[str, set[Path]] = {}
+        for name, roots in groups.items():
+            mine: set[Path] = set()
+            seen: set[tuple[Path, bool]] = set()
+            for r in roots:
+                self._visit((self.root / r).resolve(), False, seen, mine, other, touched)
+            reached[name] = mine
+            resources |= mine
+        return resources - other - touched, reached
+
+    def _kustomization(self, folder: Path) -> dict[str, Any] | None:
+        if folder not in self._parsed:
+            k: Any = None
+            kfile = next((folder / n for n in _KUSTOMIZATION_FILES if (folder / n).is_file()), None)
+            if kfile is not None:
+                try:
+                    k = yaml.load(
+                        kfile.read_text(encoding="utf-8", errors="replace"), Loader=_Loader
+                    )
+                except yaml.YAMLError:
+                    k = None  # kustomize will say what is wrong; nothing here gets elided
+            self._parsed[folder] = k if isinstance(k, dict) else None
+        return self._parsed[folder]
+
+    def _visit(
+        self,
+        folder: Path,
+        under_schema_talk: bool,
+        seen: set[tuple[Path, bool]],
+        reached: set[Path],
+        other: set[Path],
+        touched: set[Path],
+    ) -> None:
+        if (folder, under_schema_talk) in seen or not folder.is_relative_to(self.root):
             return
         seen.add((folder, under_schema_talk))
-        kfile = next((folder / n for n in _KUSTOMIZATION_FILES if (folder / n).is_file()), None)
-        if kfile is None:
-            return
-        try:
-            k = yaml.load(kfile.read_text(encoding="utf-8", errors="replace"), Loader=_Loader)
-        except yaml.YAMLError:
-            return  # kustomize will say what is wrong; nothing here gets elided
-        if not isinstance(k, dict):
+        k = self._kustomization(folder)
+        if k is None:
             return
         # Files read for any other purpose (patches, CRD name references, plugin configs,
         # replacement sources, configurations) are never elided, and their text, like the
@@ -157,13 +192,11 @@ def elidable_files(release_root: Path, roots: Iterable[str]) -> set[Path]:
                     continue
                 target = (folder / entry).resolve()
                 if target.is_dir():
-                    visit(target, talk)
+                    self._visit(target, talk, seen, reached, other, touched)
                 elif target.is_file():
-                    (touched if talk else resources).add(target)
-
-    for r in roots:
-        visit((root / r).resolve(), False)
-    return resources - other - touched
+                    reached.add(target)
+                    if talk:
+                        touched.add(target)
 
 
 def _mentions_schema(value: Any) -> bool:

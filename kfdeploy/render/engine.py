@@ -139,7 +139,7 @@ def render(
         )
 
     store = schema_store()
-    elided_root = _elided_release(release, fingerprint, store) if elide_schemas else None
+    elided_root = _elided_dest(release, fingerprint) if elide_schemas else None
     ws = _workspace(env, release, components, elided_root)
     jobs = jobs or max(2, os.cpu_count() or 2)
 
@@ -148,9 +148,9 @@ def render(
     lock = threading.Lock()
     parsing: list[Future[None]] = []
 
-    def build(name: str) -> tuple[str, bytes]:
+    def build(name: str, as_released: bool = False) -> bytes:
         stream = None
-        if elided_root is not None:
+        if elided_root is not None and not as_released:
             try:
                 stream = kustomize.build(kz, ws / "components" / name)
                 ids = set(elide.markers(stream.decode()))
@@ -169,12 +169,26 @@ def render(
             stream = kustomize.build(kz, ws / _PRISTINE / name)
         if progress is not None:
             progress(name, stream.count(b"\n---\n") + 1 if stream.strip() else 0)
-        return name, stream
+        return stream
 
     # Biggest builds first: the pool then finishes close together instead of waiting on a tail.
     order = sorted(components, key=lambda n: -_weight(n))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        streams = dict(pool.map(build, order))
+        futures: dict[str, Future[bytes]] = {}
+        if elided_root is not None and not (elided_root / ".complete").is_file():
+            # The elided copy is made once per release. Components that read no elidable file
+            # build from the release itself meanwhile (the same result, sooner).
+            files, reached = elide.Reach(release.root).elidable(
+                {c.name: [*c.paths, *c.components] for c in release.pin.components}
+            )
+            for name in order:
+                if not reached.get(name, set()) & files:
+                    futures[name] = pool.submit(build, name, True)
+            elide.prepare(release.root, elided_root, store, files)
+        for name in order:
+            if name not in futures:
+                futures[name] = pool.submit(build, name)
+        streams = {name: futures[name].result() for name in components}
         # One conversion process per core for everything (not one per component: kubectl's
         # start-up alone costs ~0.1 s of CPU). Objects find their component again by the label
         # kustomize stamped on them.
@@ -233,16 +247,12 @@ def schema_store() -> elide.SchemaStore:
     return elide.SchemaStore(cache_dir() / "render" / "schemas")
 
 
-def _elided_release(release: Release, fingerprint: str, store: elide.SchemaStore) -> Path:
-    """The release with its CRD schemas elided, made once per release content."""
+def _elided_dest(release: Release, fingerprint: str) -> Path:
+    """Where the release's copy with CRD schemas elided lives (made once per release content)."""
     tag = hashlib.sha256(
         f"{elide.ELIDE_VERSION}\0{release.root.resolve()}\0{fingerprint}".encode()
     ).hexdigest()[:32]
-    dest = cache_dir() / "render" / "elided" / tag
-    if (dest / ".complete").is_file():
-        return dest
-    roots = [p for c in release.pin.components for p in (*c.paths, *c.components)]
-    return elide.prepare(release.root, dest, store, elide.elidable_files(release.root, roots))
+    return cache_dir() / "render" / "elided" / tag
 
 
 def _fill_schemas(objects: list[RenderedObject]) -> None:
