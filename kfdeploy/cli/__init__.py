@@ -43,7 +43,7 @@ def _add_groups() -> None:
     # Each group is optional while kfdeploy grows: a group whose module is absent is not offered.
     import importlib
 
-    for module, name in (("sim", "sim"), ("cluster", "cluster")):
+    for module, name in (("sim", "sim"), ("cluster", "cluster"), ("tools", "tools")):
         try:
             mod = importlib.import_module(f"kfdeploy.cli.{module}")
         except ModuleNotFoundError as exc:

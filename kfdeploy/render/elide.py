@@ -86,11 +86,12 @@ class SchemaStore:
         return (self.root / f"{block_id}.json").is_file()
 
     def parse(self, ids: Iterable[str], convert: Any) -> None:
-        """Parse the blocks not parsed before with `convert` ({id: YAML} -> {id: schema})."""
+        """Parse the blocks not parsed before with `convert` ({id: YAML} -> {id: JSON text})."""
         missing = {i: self.text(i) for i in sorted(set(ids)) if not self.has_json(i)}
         if missing:
-            for block_id, schema in convert(missing).items():
-                text = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+            for block_id, text in convert(missing).items():
+                # The size first: a .json without its .size is never taken for parsed.
+                _atomic_write(self.root / f"{block_id}.size", str(python_json_size(text)))
                 _atomic_write(self.root / f"{block_id}.json", text)
 
     def json_texts(self, ids: Iterable[str], convert: Any) -> dict[str, str]:
@@ -98,6 +99,30 @@ class SchemaStore:
         wanted = sorted(set(ids))
         self.parse(wanted, convert)
         return {i: (self.root / f"{i}.json").read_text(encoding="utf-8") for i in wanted}
+
+    def json_sizes(self, ids: Iterable[str], convert: Any) -> dict[str, int]:
+        """Each schema's length as `json.dumps(schema, separators=(",", ":"))`."""
+        wanted = sorted(set(ids))
+        self.parse(wanted, convert)
+        return {i: int((self.root / f"{i}.size").read_text()) for i in wanted}
+
+
+def python_json_size(text: str) -> int:
+    """len(json.dumps(json.loads(text), separators=(",", ":"))) for JSON as Go (kubectl) writes
+    it, mostly without parsing: Go writes <, > and & as \\u003c.. and non-ASCII as is, Python
+    the other way round. Texts with floats (whose digits Go and Python may print differently)
+    or escaped backslashes (which could look like those escapes) are parsed."""
+    if "\\\\" in text or _FLOAT.search(text):
+        return len(json.dumps(json.loads(text), separators=(",", ":")))
+    size = len(text) - 5 * sum(text.count(e) for e in ("\\u003c", "\\u003e", "\\u0026"))
+    size -= 4 * sum(text.count(e) for e in ("\\u0008", "\\u000c"))  # Python writes \\b, \\f
+    if not text.isascii():
+        size += sum(11 if ord(c) > 0xFFFF else 5 for c in text if ord(c) > 0x7F)
+    return size
+
+
+# A number with a fraction or an exponent, where JSON has values: after :, [ or ,.
+_FLOAT = re.compile(r"[:\[,]-?\d+(?:\.\d+)?[eE.]")
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -265,32 +265,28 @@ def _fill_schemas(objects: list[RenderedObject]) -> None:
 
 
 def _schema_converter(kz: Kustomize, jobs: int | None = None) -> Any:
-    """Parse schema blocks ({id: YAML}) the way the rest of the render is parsed: by kubectl
-    (`jobs` processes at once, default one per core), each block wrapped in an object kubectl
-    accepts."""
+    """Parse schema blocks ({id: YAML} -> {id: JSON text}) the way the rest of the render is
+    parsed: by kubectl (`jobs` processes at once, default one per core), each block wrapped in
+    an object kubectl accepts."""
 
-    def convert(blocks: dict[str, str]) -> dict[str, Any]:
+    def convert(blocks: dict[str, str]) -> dict[str, str]:
         docs = {
-            i: "apiVersion: kfdeploy.cern.ch/v1\nkind: Schema\nmetadata:\n  name: "
-            + i
-            + "\nschema:\n"
-            + "".join(("  " + ln if ln else "") + "\n" for ln in text.split("\n")[:-1])
+            i: f"apiVersion: kfdeploy.cern.ch/v1\nkind: Schema\nmetadata:\n  name: {i}\nschema:\n  "
+            + text[:-1].replace("\n", "\n  ")
+            + "\n"
             for i, text in blocks.items()
         }
         sizes = {i: len(d) for i, d in docs.items()}
         n = jobs or max(2, os.cpu_count() or 2)
+        out: dict[str, str] = {}
         with ThreadPoolExecutor(max_workers=n) as pool:
-            parts = list(
-                pool.map(
-                    lambda part: kustomize.to_json(
-                        kz, "\n---\n".join(docs[i] for i in part).encode()
-                    ),
-                    _balanced_by(sorted(docs), sizes, n),
-                )
-            )
-        out: dict[str, Any] = {}
-        for o in kustomize.json_stream("\n".join(parts)):
-            out[o["metadata"]["name"]] = o.get("schema")
+            for part in pool.map(
+                lambda part: kustomize.field_json(
+                    kz, "\n---\n".join(docs[i] for i in part).encode(), "schema"
+                ),
+                _balanced_by(sorted(docs), sizes, n),
+            ):
+                out.update(part)
         missing = set(blocks) - set(out)
         if missing:
             raise RenderError(f"kubectl returned no schema for {sorted(missing)[0]}")
@@ -311,6 +307,9 @@ class SchemaFacts:
 
     def json_texts(self, ids: set[str]) -> dict[str, str]:
         return self.store.json_texts(ids, _schema_converter(self.kz))
+
+    def json_sizes(self, ids: set[str]) -> dict[str, int]:
+        return self.store.json_sizes(ids, _schema_converter(self.kz))
 
 
 def _balanced(components: list[str], streams: dict[str, bytes], parts: int) -> list[list[str]]:

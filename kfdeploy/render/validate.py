@@ -87,6 +87,8 @@ class Schemas(Protocol):
 
     def json_texts(self, ids: set[str]) -> dict[str, str]: ...
 
+    def json_sizes(self, ids: set[str]) -> dict[str, int]: ...
+
 
 def validate(
     env: Environment, objects: list[RenderedObject], *, schemas: Schemas | None = None
@@ -97,10 +99,12 @@ def validate(
     elided = {k: v for k, v in elided.items() if v}
     if elided and schemas is None:
         raise ValueError("objects with elided schemas need the schemas to be validated")
+    ids = {i for v in elided.values() for _, i in v}
+    sizes = schemas.json_sizes(ids) if schemas and ids else {}
+    # Only schemas whose text holds a `$(` are worth walking for placeholders.
     parsed = (
-        schemas.json_texts({i for v in elided.values() for _, i in v}) if schemas and elided else {}
+        schemas.json_texts({i for i in ids if "$(" in schemas.text(i)}) if schemas and ids else {}
     )
-    sizes = {i: len(t) for i, t in parsed.items()}
     seen: dict[tuple[str, str, str, str], str] = {}
     images: dict[str, set[str]] = defaultdict(set)
     for ro in objects:
@@ -221,8 +225,7 @@ def _all_strings(
     only ones worth walking)."""
     yield from _strings(o, ())
     for path, block_id in markers:
-        assert schemas is not None
-        if "$(" in schemas.text(block_id):
+        if block_id in parsed:
             yield from _strings(json.loads(parsed[block_id]), path)
 
 

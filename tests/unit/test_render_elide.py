@@ -283,3 +283,33 @@ def test_fill_and_json_size_match_the_full_object(tmp_path: Path) -> None:
     assert size == len(json.dumps(full, separators=(",", ":")))
     elide.fill(obj, schemas)
     assert obj == full
+
+
+def test_schema_sizes_as_python_counts_them_from_kubectls_json() -> None:
+    """kubectl (Go) and Python write JSON differently (<>& and non-ASCII, \\b \\f, floats);
+    the size kept for a schema is Python's, as for every other object the size rule measures."""
+    doc = textwrap.dedent(
+        """\
+        apiVersion: kfdeploy.cern.ch/v1
+        kind: Schema
+        metadata: {name: s1}
+        schema:
+          description: "a <b> & c, café, 🙂, tab\\tbell\\bform\\f"
+          type: object
+        ---
+        apiVersion: kfdeploy.cern.ch/v1
+        kind: Schema
+        metadata: {name: s2}
+        schema:
+          maximum: 0.000001
+          minimum: 1.50
+          pattern: '^\\\\u003c$'
+        """
+    )
+    texts = kustomize.field_json(kustomize.find_kustomize(), doc.encode(), "schema")
+    assert sorted(texts) == ["s1", "s2"]
+    for text in texts.values():
+        assert elide.python_json_size(text) == len(
+            json.dumps(json.loads(text), separators=(",", ":"))
+        )
+    assert "\\u003c" in texts["s1"]  # Go's escaping really is exercised
