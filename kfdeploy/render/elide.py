@@ -35,7 +35,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -168,7 +168,7 @@ class Reach:
                 self._visit((self.root / r).resolve(), False, seen, mine, other, touched)
             reached[name] = mine
             resources |= mine
-        return resources - other - touched, reached
+        return {f for f in resources - other - touched if _may_hold_schemas(f)}, reached
 
     def _kustomization(self, folder: Path) -> dict[str, Any] | None:
         if folder not in self._parsed:
@@ -224,6 +224,14 @@ class Reach:
                         touched.add(target)
 
 
+def _may_hold_schemas(path: Path) -> bool:
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return False
+    return b"openAPIV3Schema" in raw and b"CustomResourceDefinition" in raw
+
+
 def _mentions_schema(value: Any) -> bool:
     return "schema" in json.dumps(value, default=str).lower()
 
@@ -262,32 +270,43 @@ def _strings(value: Any) -> list[str]:
 
 def prepare(release_root: Path, dest: Path, store: SchemaStore, files: set[Path]) -> Path:
     """The copy of release_root at dest in which `files` have their CRD schemas elided (made
-    once; later calls find it). Other files are hard-linked where the filesystem allows
-    (kustomize refuses symlinked files), else copied."""
+    once; later calls find it).
+
+    Only the folders holding an elided file, and the folders above them, are real; in them,
+    other files are hard-linked where the filesystem allows (kustomize refuses symlinked
+    files), else copied. Every other folder is a symlink to the release's own: kustomize reads
+    through it as from the release (creating ~500 folders would cost more than the rest)."""
     if (dest / ".complete").is_file():
         return dest
+    src_root = release_root.resolve()
+    texts: dict[str, str] = {}
+    for f in sorted(files):
+        text = _elided_file(f, store)
+        if text is not None:
+            texts[os.path.relpath(f, src_root)] = text
+    real = {"."}
+    for rel in texts:
+        parent = PurePosixPath(rel).parent
+        while str(parent) not in real:
+            real.add(str(parent))
+            parent = parent.parent
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
-    elided = 0
     try:
-        src_root = release_root.resolve()
-        wanted = {str(f) for f in files}
-        for dirpath, dirnames, filenames in os.walk(src_root, followlinks=True):
-            rel = os.path.relpath(dirpath, src_root)
-            out_dir = tmp if rel == "." else tmp / rel
+        for rel_dir in sorted(real, key=lambda d: (d.count("/"), d)):
+            out_dir = tmp if rel_dir == "." else tmp / rel_dir
             out_dir.mkdir(exist_ok=True)
-            dirnames.sort()
-            for name in filenames:
-                src = Path(dirpath, name)
-                dst = out_dir / name
-                if str(src) in wanted:
-                    text = _elided_file(src, store)
-                    if text is not None:
-                        dst.write_text(text, encoding="utf-8")
-                        elided += 1
-                        continue
-                _link_or_copy(src, dst)
-        (tmp / ".complete").write_text(f"elided files: {elided}\n", encoding="utf-8")
+            src_dir = src_root / rel_dir
+            for entry in sorted(os.scandir(src_dir), key=lambda e: e.name):
+                rel = str(PurePosixPath(rel_dir) / entry.name)
+                if entry.is_dir():
+                    if rel not in real:
+                        (out_dir / entry.name).symlink_to(src_dir / entry.name, True)
+                elif rel in texts:
+                    (out_dir / entry.name).write_text(texts[rel], encoding="utf-8")
+                else:
+                    _link_or_copy(Path(entry.path), out_dir / entry.name)
+        (tmp / ".complete").write_text(f"elided files: {len(texts)}\n", encoding="utf-8")
         try:
             tmp.rename(dest)
         except OSError:
@@ -296,7 +315,7 @@ def prepare(release_root: Path, dest: Path, store: SchemaStore, files: set[Path]
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    log.debug("elided copy of %s at %s (%d files rewritten)", release_root, dest, elided)
+    log.debug("elided copy of %s at %s (%d files rewritten)", release_root, dest, len(texts))
     return dest
 
 

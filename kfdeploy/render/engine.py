@@ -143,7 +143,10 @@ def render(
     ws = _workspace(env, release, components, elided_root)
     jobs = jobs or max(2, os.cpu_count() or 2)
 
-    convert = _schema_converter(kz, jobs=1)  # the pool already runs one per core
+    convert = _schema_converter(kz, jobs=1)
+    # Schemas are parsed (for their size) by one process beside the builds, from the moment a
+    # build names them, rather than all after the last build.
+    parser = ThreadPoolExecutor(max_workers=1)
     requested: set[str] = set()
     lock = threading.Lock()
     parsing: list[Future[None]] = []
@@ -164,7 +167,7 @@ def render(
                     new = ids - requested
                     requested.update(new)
                 if new:
-                    parsing.append(pool.submit(store.parse, new, convert))
+                    parsing.append(parser.submit(store.parse, new, convert))
         if stream is None:
             stream = kustomize.build(kz, ws / _PRISTINE / name)
         if progress is not None:
@@ -173,7 +176,7 @@ def render(
 
     # Biggest builds first: the pool then finishes close together instead of waiting on a tail.
     order = sorted(components, key=lambda n: -_weight(n))
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    with parser, ThreadPoolExecutor(max_workers=jobs) as pool:
         futures: dict[str, Future[bytes]] = {}
         if elided_root is not None and not (elided_root / ".complete").is_file():
             # The elided copy is made once per release. Components that read no elidable file
@@ -198,8 +201,8 @@ def render(
                 _balanced(components, streams, jobs),
             )
         )
-        for job in parsing:
-            job.result()
+    for job in parsing:
+        job.result()
     text = "\n".join(texts)
     built: dict[str, list[dict[str, Any]]] = {c: [] for c in components}
     pristine: dict[str, list[dict[str, Any]]] = {c: [] for c in components}
