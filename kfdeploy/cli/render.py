@@ -119,11 +119,39 @@ def render(
         typer.echo(json.dumps(summary, indent=2))
     else:
         _print_summary(summary)
+    if not errors:
+        _remember(env, manifests, loaded.files, result, summary)
     if errors:
         raise ValidationFailed(
             f"{len(errors)} validation error(s) in {loaded.env.name}; first: {_finding_line(errors[0])}",
             errors,
         )
+
+
+def _remember(
+    env_arg: str, manifests: Path | None, env_files: tuple[Path, ...], result: Any, summary: Any
+) -> None:
+    """Leave the memo a warm `kfdeploy render` with these arguments answers from."""
+    from kfdeploy.render import memo, overlays
+    from kfdeploy.render.release import default_pins_dir
+
+    kz = result.kustomize
+    if kz is None:
+        return
+    depends_on = [
+        *env_files,
+        result.release.root.resolve(),
+        default_pins_dir(),
+        overlays.overlays_dir(),
+        *(Path(p) for p in (kz.build_cmd[0], kz.kubectl) if p),
+    ]
+    kept = {k: v for k, v in summary.items() if k not in ("cache", "seconds", "out", "files")}
+    memo.record(
+        memo.memo_key(env_arg, str(manifests) if manifests else None),
+        depends_on,
+        kept,
+        result.cache_path,
+    )
 
 
 def validate(env: EnvArg, manifests: ManifestsOpt = None, output: OutputOpt = Output.text) -> None:
@@ -182,29 +210,15 @@ def schema() -> None:
 
 
 def _finding_line(f: dict[str, str]) -> str:
-    where = f"{f['component']}: {f['object']}: " if f.get("object") else ""
-    return f"{f['severity']}: {where}{f['message']} [{f['rule']}]"
+    from kfdeploy.render.summary import finding_line
+
+    return finding_line(f)
 
 
 def _print_summary(s: dict[str, Any]) -> None:
-    from rich.table import Table
+    from kfdeploy.render.summary import print_summary
 
-    console = _console()
-    table = Table("component", "objects", title=f"{s['environment']} — Kubeflow {s['release']}")
-    for name, n in s["components"].items():
-        table.add_row(name, str(n))
-    table.add_row("[bold]total[/]", f"[bold]{s['objects']}[/]")
-    console.print(table)
-    for f in s["findings"]:
-        if f["severity"] != "note":
-            colour = "red" if f["severity"] == "error" else "yellow"
-            console.print(f"[{colour}]{_finding_line(f)}[/]")
-    notes = sum(1 for f in s["findings"] if f["severity"] == "note")
-    console.print(
-        f"cache {s['cache']}, {s['seconds']}s, release from {s['source']}"
-        + (f", {notes} note(s) (see --output json)" if notes else "")
-        + (f"; wrote {len(s['files'])} files to {s['out']}" if s["out"] else "")
-    )
+    print_summary(s)
 
 
 def register(app: typer.Typer) -> None:

@@ -82,6 +82,13 @@ class SchemaStore:
                 f"schema {block_id} is missing from {self.root}; render again with --no-cache"
             ) from exc
 
+    def size_of(self, block_id: str) -> int:
+        """Bytes of the block's YAML."""
+        try:
+            return (self.root / f"{block_id}.yaml").stat().st_size
+        except OSError:
+            return 0
+
     def has_json(self, block_id: str) -> bool:
         return (self.root / f"{block_id}.json").is_file()
 
@@ -154,6 +161,7 @@ class Reach:
     def __init__(self, release_root: Path) -> None:
         self.root = release_root.resolve()
         self._parsed: dict[Path, dict[str, Any] | None] = {}
+        self.folders: set[Path] = set()  # every kustomization folder visited
 
     def elidable(self, groups: dict[str, list[str]]) -> tuple[set[Path], dict[str, set[Path]]]:
         """The elidable files for all groups of roots together, and each group's resources."""
@@ -199,6 +207,7 @@ class Reach:
         k = self._kustomization(folder)
         if k is None:
             return
+        self.folders.add(folder)
         # Files read for any other purpose (patches, CRD name references, plugin configs,
         # replacement sources, configurations) are never elided, and their text, like the
         # kustomization's own, decides for everything below it.
@@ -268,14 +277,23 @@ def _strings(value: Any) -> list[str]:
 # ---- the elided copy of a release -----------------------------------------------------------------
 
 
-def prepare(release_root: Path, dest: Path, store: SchemaStore, files: set[Path]) -> Path:
+def prepare(
+    release_root: Path,
+    dest: Path,
+    store: SchemaStore,
+    files: set[Path],
+    folders: set[Path] | None = None,
+) -> Path:
     """The copy of release_root at dest in which `files` have their CRD schemas elided (made
     once; later calls find it).
 
-    Only the folders holding an elided file, and the folders above them, are real; in them,
-    other files are hard-linked where the filesystem allows (kustomize refuses symlinked
-    files), else copied. Every other folder is a symlink to the release's own: kustomize reads
-    through it as from the release (creating ~500 folders would cost more than the rest)."""
+    Real folders are those holding an elided file, the kustomization `folders` (with all
+    below them), and every folder above those; in them, other files are hard-linked where the
+    filesystem allows (kustomize refuses symlinked files), else copied. Every other folder is a
+    symlink to the release's own (creating all ~500 folders would cost more than the rest):
+    kustomize reads through it as from the release, and resolves paths from there, which is
+    why a kustomization that leads to an elided file must sit in a real folder. Without
+    `folders`, every folder is real."""
     if (dest / ".complete").is_file():
         return dest
     src_root = release_root.resolve()
@@ -285,16 +303,23 @@ def prepare(release_root: Path, dest: Path, store: SchemaStore, files: set[Path]
         if text is not None:
             texts[os.path.relpath(f, src_root)] = text
     real = {"."}
-    for rel in texts:
-        parent = PurePosixPath(rel).parent
-        while str(parent) not in real:
-            real.add(str(parent))
-            parent = parent.parent
+    # Everything below a kustomization folder is real too: it may load files from there
+    # (patches/, base files), and kustomize refuses a file reached through a symlink.
+    for top in [src_root] if folders is None else sorted(folders):
+        real |= {os.path.relpath(d, src_root) for d, _, _ in os.walk(top)}
+    # A file's folder, or a folder itself (named through a child): each with all above it.
+    for rel in [*texts, *(f"{os.path.relpath(d, src_root)}/-" for d in folders or ())]:
+        real.update(str(p) for p in PurePosixPath(rel).parents)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
     try:
         for rel_dir in sorted(real, key=lambda d: (d.count("/"), d)):
             out_dir = tmp if rel_dir == "." else tmp / rel_dir
+            # Never write through a symlink into the release itself.
+            if rel_dir != "." and (
+                out_dir.is_symlink() or not out_dir.parent.resolve().is_relative_to(tmp.resolve())
+            ):
+                raise RenderError(f"elided copy: {rel_dir} would leave {tmp}")
             out_dir.mkdir(exist_ok=True)
             src_dir = src_root / rel_dir
             for entry in sorted(os.scandir(src_dir), key=lambda e: e.name):

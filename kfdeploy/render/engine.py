@@ -55,6 +55,7 @@ class RenderResult:
     counts: dict[str, int]
     seconds: float
     findings: list[Any] = field(default_factory=list)
+    kustomize: Kustomize | None = None  # the program that rendered (or would render) it
     _objects: list[RenderedObject] | None = None
 
     @property
@@ -136,6 +137,7 @@ def render(
             {c: index["components"][c]["objects"] for c in components},
             time.monotonic() - started,
             findings=index.get("findings", []),
+            kustomize=kz,
         )
 
     store = schema_store()
@@ -146,7 +148,7 @@ def render(
     convert = _schema_converter(kz, jobs=1)
     # Schemas are parsed (for their size) by one process beside the builds, from the moment a
     # build names them, rather than all after the last build.
-    parser = ThreadPoolExecutor(max_workers=1)
+    parser = ThreadPoolExecutor(max_workers=jobs)
     requested: set[str] = set()
     lock = threading.Lock()
     parsing: list[Future[None]] = []
@@ -166,8 +168,10 @@ def render(
                 with lock:
                     new = ids - requested
                     requested.update(new)
-                if new:
-                    parsing.append(parser.submit(store.parse, new, convert))
+                # In parts of about a megabyte, so that what is left when the builds end
+                # spreads over every core.
+                for part in _chunks(new, store):
+                    parsing.append(parser.submit(store.parse, part, convert))
         if stream is None:
             stream = kustomize.build(kz, ws / _PRISTINE / name)
         if progress is not None:
@@ -181,13 +185,14 @@ def render(
         if elided_root is not None and not (elided_root / ".complete").is_file():
             # The elided copy is made once per release. Components that read no elidable file
             # build from the release itself meanwhile (the same result, sooner).
-            files, reached = elide.Reach(release.root).elidable(
+            reach = elide.Reach(release.root)
+            files, reached = reach.elidable(
                 {c.name: [*c.paths, *c.components] for c in release.pin.components}
             )
             for name in order:
                 if not reached.get(name, set()) & files:
                     futures[name] = pool.submit(build, name, True)
-            elide.prepare(release.root, elided_root, store, files)
+            elide.prepare(release.root, elided_root, store, files, reach.folders)
         for name in order:
             if name not in futures:
                 futures[name] = pool.submit(build, name)
@@ -240,6 +245,7 @@ def render(
         {c: len(built[c]) for c in components},
         time.monotonic() - started,
         findings=[f.to_dict() for f in findings],
+        kustomize=kz,
     )
 
 
@@ -313,6 +319,19 @@ class SchemaFacts:
 
     def json_sizes(self, ids: set[str]) -> dict[str, int]:
         return self.store.json_sizes(ids, _schema_converter(self.kz))
+
+
+def _chunks(ids: set[str], store: elide.SchemaStore, size: int = 1 << 20) -> list[set[str]]:
+    parts: list[set[str]] = [set()]
+    acc = 0
+    for i in sorted(ids):
+        n = store.size_of(i)
+        if parts[-1] and acc + n > size:
+            parts.append(set())
+            acc = 0
+        parts[-1].add(i)
+        acc += n
+    return [p for p in parts if p]
 
 
 def _balanced(components: list[str], streams: dict[str, bytes], parts: int) -> list[list[str]]:

@@ -313,3 +313,42 @@ def test_schema_sizes_as_python_counts_them_from_kubectls_json() -> None:
             json.dumps(json.loads(text), separators=(",", ":"))
         )
     assert "\\u003c" in texts["s1"]  # Go's escaping really is exercised
+
+
+def test_sparse_copy_builds_like_the_release_and_never_writes_into_it(tmp_path: Path) -> None:
+    """With the kustomization folders given, only what kustomize must read through real folders
+    is real (an overlay three levels away from its base, a patches/ folder beside it); the
+    rest are symlinks. Building from the copy gives what building from the release gives, and
+    the release is left exactly as it was."""
+    rel = tmp_path / "release"
+    for d in ("apps/widget/base/patches", "apps/widget/overlays/site", "docs/deep/er"):
+        (rel / d).mkdir(parents=True)
+    (rel / "apps/widget/base/crd.yaml").write_text(CRD)
+    (rel / "apps/widget/base/patches/labels.yaml").write_text(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+        "metadata:\n  name: widgets.example.org\n  labels: {team: ml}\n"
+    )
+    (rel / "apps/widget/base/kustomization.yaml").write_text(
+        "resources: [crd.yaml]\npatches:\n- path: patches/labels.yaml\n"
+    )
+    (rel / "apps/widget/overlays/site/kustomization.yaml").write_text(
+        "resources: [../../base]\nlabels:\n- pairs: {site: cern}\n"
+    )
+    (rel / "docs/deep/er/notes.md").write_text("not kustomize's\n")
+    before = {p: p.read_bytes() for p in rel.rglob("*") if p.is_file()}
+
+    reach = elide.Reach(rel)
+    files, reached = reach.elidable({"widget": ["apps/widget/overlays/site"]})
+    assert files == {(rel / "apps/widget/base/crd.yaml").resolve()}
+    assert reached["widget"] >= files
+    store = elide.SchemaStore(tmp_path / "store")
+    copy = elide.prepare(rel, tmp_path / "elided", store, files, reach.folders)
+    assert (copy / "docs").is_symlink()
+    assert not (copy / "apps/widget/base/patches").is_symlink()
+
+    kz = kustomize.find_kustomize()
+    out = kustomize.build(kz, copy / "apps/widget/overlays/site").decode()
+    assert len(elide.markers(out)) == 2
+    expected = kustomize.build(kz, rel / "apps/widget/overlays/site").decode()
+    assert yaml.safe_load(elide.splice(out, store)) == yaml.safe_load(expected)
+    assert {p: p.read_bytes() for p in rel.rglob("*") if p.is_file()} == before
