@@ -139,6 +139,43 @@ def test_old_kustomize_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         kustomize.find_kustomize()
 
 
+def _fake(path: Path, output: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho '{output}'\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+def test_a_standalone_kustomize_of_kubectls_version_is_preferred(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`kfdeploy tools build` puts kustomize of kubectl's kustomize version in the cache; render
+    then runs it (`build`), and still converts with kubectl. Another version is never taken
+    for kubectl's."""
+    from kfdeploy.render import tools
+
+    monkeypatch.setenv("KFDEPLOY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("KFDEPLOY_KUSTOMIZE", raising=False)
+    bin_dir = tmp_path / "bin"
+    kubectl = _fake(bin_dir / "kubectl", "Client Version: v1.37.1\nKustomize Version: v5.8.1")
+    monkeypatch.setattr(kustomize, "_candidates", lambda: [str(kubectl)])
+    monkeypatch.setenv("PATH", str(bin_dir))
+    kustomize._found.clear()
+    assert kustomize.find_kustomize().build_cmd == (str(kubectl), "kustomize")
+
+    _fake(tools.kustomize_path("5.8.1"), "v5.8.0")  # not the same version: ignored
+    kustomize._found.clear()
+    assert kustomize.find_kustomize().build_cmd == (str(kubectl), "kustomize")
+
+    tools.kustomize_path("5.8.1").unlink()
+    built = _fake(tools.kustomize_path("5.8.1"), "v5.8.1")
+    kustomize._found.clear()
+    kz = kustomize.find_kustomize()
+    assert kz.build_cmd == (str(built), "build")
+    assert kz.kubectl == str(kubectl) and kz.version == "5.8.1"
+    kustomize._found.clear()
+
+
 # ---- downloading a pinned release ------------------------------------------------------------------
 
 
