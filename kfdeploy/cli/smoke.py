@@ -7,7 +7,6 @@ root presents errors that stop the run before any check (a bad kubeconfig: exit 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -26,33 +25,18 @@ class Output(StrEnum):
 
 
 def resolve_kubeconfig(env: Environment, explicit: Path | None = None) -> Path:
-    """Where `env`'s cluster is: `--kubeconfig`, the environment's own file, or what `up` saved.
-
-    The seam for providers: a Magnum environment's kubeconfig is the one `kfdeploy up` fetched
-    from the provider and kept in its state folder; fetching it afresh from Magnum belongs here
-    too once the provider offers it without provisioning.
-    """
+    """Where `env`'s cluster is (see workflows.up.known_kubeconfig). Smoke checks never
+    provision or ask the cloud: without a known kubeconfig they refuse."""
     from kfdeploy.errors import ConfigError
+    from kfdeploy.workflows.up import known_kubeconfig
 
-    if explicit is not None:
-        return explicit.expanduser()
-    if env.cluster.provider == "kubeconfig" and env.cluster.kubeconfig:
-        return Path(os.path.expandvars(env.cluster.kubeconfig)).expanduser()
-    saved = _saved_by_up(env)
-    if saved is not None and saved.is_file():
-        return saved
+    known = known_kubeconfig(env, explicit)
+    if known is not None:
+        return known
     raise ConfigError(
         f"no kubeconfig for environment {env.name} (provider {env.cluster.provider})",
         hint=f"run `kfdeploy up {env.name}` first, or pass --kubeconfig FILE",
     )
-
-
-def _saved_by_up(env: Environment) -> Path | None:
-    try:
-        from kfdeploy.workflows.up import kubeconfig_path
-    except ImportError:  # up is optional while kfdeploy grows (see the root's _add_groups)
-        return None
-    return kubeconfig_path(env)
 
 
 def run_smoke(

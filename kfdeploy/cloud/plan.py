@@ -321,6 +321,17 @@ def plan_cluster(
     blockers: list[str] = []
     tmpl_name = desired.template.name
 
+    def magnum_plan(*, exists: bool) -> ClusterPlan:
+        return ClusterPlan(
+            environment,
+            "magnum",
+            cluster_name,
+            tuple(changes),
+            tuple(notes),
+            tuple(blockers),
+            exists=exists,
+        )
+
     template = observed.template(tmpl_name)
     cluster = observed.cluster
     needs_template = cluster is None or cluster.template_name != tmpl_name
@@ -363,15 +374,7 @@ def plan_cluster(
         )
         for group in desired.nodegroups:
             changes.append(_create_group(group))
-        return ClusterPlan(
-            environment,
-            "magnum",
-            cluster_name,
-            tuple(changes),
-            tuple(notes),
-            tuple(blockers),
-            exists=False,
-        )
+        return magnum_plan(exists=False)
 
     if cluster.status in ("DELETE_IN_PROGRESS", "DELETE_COMPLETE", "DELETE_FAILED"):
         blockers.append(f"cluster {cluster_name} is {cluster.status}; wait or delete it first")
@@ -382,15 +385,7 @@ def plan_cluster(
             f"run `kfdeploy cluster delete` and apply again"
         )
     if blockers:
-        return ClusterPlan(
-            environment,
-            "magnum",
-            cluster_name,
-            tuple(changes),
-            tuple(notes),
-            tuple(blockers),
-            exists=True,
-        )
+        return magnum_plan(exists=True)
 
     upgrading = cluster.template_name != tmpl_name
     if upgrading:
@@ -466,15 +461,7 @@ def plan_cluster(
                 f"nodegroup {have.name} ({have.node_count} x {have.flavor}) is not in the "
                 "environment; kept (--prune deletes it)"
             )
-    return ClusterPlan(
-        environment,
-        "magnum",
-        cluster_name,
-        tuple(changes),
-        tuple(notes),
-        tuple(blockers),
-        exists=True,
-    )
+    return magnum_plan(exists=True)
 
 
 def _create_group(group: NodeGroup) -> Change:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kfdeploy.errors import ConfigError
 from kfdeploy.plan.diff import DiffResult, object_diff
 from kfdeploy.plan.phases import CRD, Phase, Plan, Scope, Step, WaitSpec, build_plan
 from kfdeploy.plan.prune import LiveRef, Protections, PrunePlan, prune_plan
@@ -91,25 +90,16 @@ class ApplySummary:
 
 
 def resolve_kubeconfig(env: Environment, override: Path | None) -> Path:
-    """The kubeconfig for `env`: the override, else the environment's own (provider kubeconfig),
-    else the one `kfdeploy up` saved, else a fresh one from the cloud provider."""
-    if override is not None:
-        if not override.is_file():
-            raise ConfigError("no such kubeconfig file", file=str(override))
-        return override
-    if env.cluster.provider == "kubeconfig" and env.cluster.kubeconfig:
-        path = Path(env.cluster.kubeconfig).expanduser()
-        if not path.is_file():
-            raise ConfigError("no such kubeconfig file", file=str(path), key="cluster.kubeconfig")
-        return path
-    from kfdeploy.workflows.up import kubeconfig_path
+    """The kubeconfig for `env` (see workflows.up.known_kubeconfig), else a fresh one from the
+    cloud provider."""
+    from kfdeploy.workflows.up import known_kubeconfig, kubeconfig_path
 
-    saved = kubeconfig_path(env)
-    if saved.is_file():
-        return saved
+    known = known_kubeconfig(env, override)
+    if known is not None:
+        return known
     from kfdeploy.cloud.provider import get_provider
 
-    return get_provider(env).kubeconfig(env, saved)
+    return get_provider(env).kubeconfig(env, kubeconfig_path(env))
 
 
 # ---- apply ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kfdeploy.config.model import Environment
-from kfdeploy.errors import KfdeployError
+from kfdeploy.errors import ConfigError, KfdeployError
 from kfdeploy.workflows.journal import Journal, state_dir
 
 if TYPE_CHECKING:
@@ -95,6 +96,24 @@ class Reporter:
 
 def kubeconfig_path(env: Environment) -> Path:
     return state_dir() / "kubeconfig" / f"{env.name}.yaml"
+
+
+def known_kubeconfig(env: Environment, override: Path | None = None) -> Path | None:
+    """The kubeconfig for `env` that needs no cloud call: `--kubeconfig`, the environment's own
+    file (`provider: kubeconfig`, $VARS expanded), else the one `kfdeploy up` saved; None when
+    there is none. A named file that does not exist is an error, not a fall-through."""
+    if override is not None:
+        path = override.expanduser()
+        if not path.is_file():
+            raise ConfigError("no such kubeconfig file", file=str(override))
+        return path
+    if env.cluster.provider == "kubeconfig" and env.cluster.kubeconfig:
+        path = Path(os.path.expandvars(env.cluster.kubeconfig)).expanduser()
+        if not path.is_file():
+            raise ConfigError("no such kubeconfig file", file=str(path), key="cluster.kubeconfig")
+        return path
+    saved = kubeconfig_path(env)
+    return saved if saved.is_file() else None
 
 
 def up(env: Environment, options: UpOptions, reporter: Reporter | None = None) -> UpResult:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from kfdeploy.checks.framework import CheckResult, SmokeReport, Status
 from kfdeploy.cli import smoke as smoke_cli
 from kfdeploy.errors import ConfigError
+from kfdeploy.workflows import up as up_workflow
 
 NOW = datetime(2026, 12, 4, 21, 0, tzinfo=UTC)
 
@@ -102,6 +103,10 @@ def test_options_reach_the_run_and_reports_are_written(
 def test_resolve_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = make_env(cluster={"provider": "kubeconfig", "kubeconfig": "$KC_DIR/config"})
     monkeypatch.setenv("KC_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="no such kubeconfig file"):
+        smoke_cli.resolve_kubeconfig(env)
+    (tmp_path / "config").write_text("apiVersion: v1\n")
+    (tmp_path / "other").write_text("apiVersion: v1\n")
     assert smoke_cli.resolve_kubeconfig(env) == tmp_path / "config"
     assert smoke_cli.resolve_kubeconfig(env, tmp_path / "other") == tmp_path / "other"
     magnum = make_env(
@@ -130,7 +135,7 @@ def test_magnum_environment_uses_the_kubeconfig_up_saved(
         }
     )
     saved = tmp_path / "unit.yaml"
-    monkeypatch.setattr(smoke_cli, "_saved_by_up", lambda env: saved)
+    monkeypatch.setattr(up_workflow, "kubeconfig_path", lambda env: saved)
     with pytest.raises(ConfigError, match="no kubeconfig for environment unit") as info:
         smoke_cli.resolve_kubeconfig(magnum)
     assert info.value.hint == "run `kfdeploy up unit` first, or pass --kubeconfig FILE"
