@@ -150,6 +150,7 @@ def render(
     # build names them, rather than all after the last build.
     parser = ThreadPoolExecutor(max_workers=jobs)
     requested: set[str] = set()
+    waiting: set[str] = set()
     lock = threading.Lock()
     parsing: list[Future[None]] = []
 
@@ -164,14 +165,15 @@ def render(
                 log.debug("component %s: built without schema elision (%s)", name, exc)
                 stream = None
             else:
-                # Its schemas are parsed (for their size) while other components build.
+                # Its schemas are parsed (for their size) while other components build, in
+                # parts of a few megabytes: each kubectl start costs ~0.06 s of CPU.
                 with lock:
                     new = ids - requested
                     requested.update(new)
-                # In parts of about a megabyte, so that what is left when the builds end
-                # spreads over every core.
-                for part in _chunks(new, store):
-                    parsing.append(parser.submit(store.parse, part, convert))
+                    waiting.update(new)
+                    if sum(store.size_of(i) for i in waiting) >= _PARSE_PART:
+                        parsing.append(parser.submit(store.parse, set(waiting), convert))
+                        waiting.clear()
         if stream is None:
             stream = kustomize.build(kz, ws / _PRISTINE / name)
         if progress is not None:
@@ -204,7 +206,7 @@ def render(
         converting: list[Future[str]] = []
         batch: list[str] = []
         names = {f: n for n, f in futures.items()}
-        per_batch = max(4, len(components) // 4)
+        per_batch = max(6, len(components) // 3)
         for fut in as_completed(futures.values()):
             streams[names[fut]] = fut.result()
             batch.append(names[fut])
@@ -212,6 +214,9 @@ def render(
                 data = b"\n---\n".join(streams[c] for c in batch)
                 converting.append(parser.submit(kustomize.to_json, kz, data))
                 batch = []
+        # What is left to parse when the builds are done, spread over every core.
+        for part in _chunks(waiting, store, size=_PARSE_PART // jobs):
+            parsing.append(parser.submit(store.parse, part, convert))
         texts = [job.result() for job in converting]
     for job in parsing:
         job.result()
@@ -328,7 +333,10 @@ class SchemaFacts:
         return self.store.json_sizes(ids, _schema_converter(self.kz))
 
 
-def _chunks(ids: set[str], store: elide.SchemaStore, size: int = 1 << 20) -> list[set[str]]:
+_PARSE_PART = 3 << 20
+
+
+def _chunks(ids: set[str], store: elide.SchemaStore, size: int) -> list[set[str]]:
     parts: list[set[str]] = [set()]
     acc = 0
     for i in sorted(ids):
