@@ -8,6 +8,11 @@ machine must hold).
     python bench/render.py [--release 26.03] [--runs 5]
 
 Targets on a 2-core machine: cold <= 0.6x, warm <= 0.05x of kubectl kustomize.
+
+"cold" is a render with an empty KFDEPLOY_CACHE (no render, no elided release copy, no parsed
+schema); "warm" repeats a render whose inputs did not change. kfdeploy renders with the kustomize
+it would pick for the user (a standalone one after `kfdeploy tools build`, else kubectl's); the
+first line of the output says which.
 """
 
 from __future__ import annotations
