@@ -195,29 +195,26 @@ def to_json(kz: Kustomize, stream: bytes, *, timeout: float = 300) -> str:
         return "\n".join(
             json.dumps(o) for o in yaml.load_all(stream, Loader=_Loader) if o is not None
         )
-    # `label --local` with a no-op removal ("-" suffix on an absent label) converts without
-    # changing anything and without contacting a server.
     # `-o jsonpath={@}` prints each object as compact JSON: half the bytes of `-o json`'s
     # indented form for kubectl to write and Python to read.
-    cmd = [
-        kz.kubectl,
-        "label",
-        "--local",
-        "-f",
-        "-",
-        "-o",
-        "jsonpath={@}",
-        "kfdeploy.cern.ch/convert-",
-    ]
+    return _kubectl_print(kz, stream, "{@}", "kustomize's output", timeout)
+
+
+def _kubectl_print(kz: Kustomize, stream: bytes, template: str, what: str, timeout: float) -> str:
+    """kubectl's JSONPath printing of a YAML stream. `label --local` with a no-op removal ("-"
+    suffix on an absent label) reads and prints without changing anything and without a server."""
+    assert kz.kubectl is not None
+    cmd = [kz.kubectl, "label", "--local", "-f", "-", "-o", f"jsonpath={template}"]
+    cmd.append("kfdeploy.cern.ch/convert-")
     try:
         proc = subprocess.run(
             cmd, input=stream, capture_output=True, timeout=timeout, check=False, env=_go_env()
         )
     except subprocess.TimeoutExpired as exc:
-        raise RenderError("converting kustomize output to JSON timed out", command=cmd) from exc
+        raise RenderError(f"converting {what} to JSON timed out", command=cmd) from exc
     if proc.returncode != 0:
         raise RenderError(
-            f"kubectl could not read kustomize's output: {_last_error(proc.stderr.decode(errors='replace'))}",
+            f"kubectl could not read {what}: {_last_error(proc.stderr.decode(errors='replace'))}",
             command=cmd,
             returncode=proc.returncode,
             stderr=proc.stderr.decode(errors="replace"),
@@ -235,21 +232,7 @@ def field_json(kz: Kustomize, stream: bytes, field: str, *, timeout: float = 300
             if o is not None
         }
     template = '{.metadata.name}{"\\n"}{.' + field + '}{"\\n"}'
-    cmd = [kz.kubectl, "label", "--local", "-f", "-", "-o", f"jsonpath={template}", "x-"]
-    try:
-        proc = subprocess.run(
-            cmd, input=stream, capture_output=True, timeout=timeout, check=False, env=_go_env()
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise RenderError("converting schemas to JSON timed out", command=cmd) from exc
-    if proc.returncode != 0:
-        raise RenderError(
-            f"kubectl could not read a schema: {_last_error(proc.stderr.decode(errors='replace'))}",
-            command=cmd,
-            returncode=proc.returncode,
-            stderr=proc.stderr.decode(errors="replace"),
-        )
-    lines = proc.stdout.decode().split("\n")
+    lines = _kubectl_print(kz, stream, template, "a schema", timeout).split("\n")
     return {lines[i]: lines[i + 1] for i in range(0, len(lines) - 1, 2)}
 
 
