@@ -34,28 +34,26 @@ def kustomize_path(version: str) -> Path:
 
 def build_kustomize(version: str, progress: Callable[[str], None] = lambda _: None) -> Path:
     """`go install` kustomize `version` into the tools folder (nothing to do when it is there)."""
-    from kfdeploy.sim import binaries  # the same Go environment and lock as the simulator's
-    from kfdeploy.sim.errors import SimBuildError
+    from kfdeploy import gobuild  # the same Go environment and lock as the simulator's
 
     dest = kustomize_path(version)
     if dest.is_file():
         return dest
-    try:
-        go = binaries._go()
-    except SimBuildError as exc:
+    go = gobuild.go_binary()
+    if go is None:
         raise ToolError(
             "`go` is not installed; it is needed once to build kustomize",
             hint="install Go, or keep using kubectl's built-in kustomize (nothing else changes)",
-        ) from exc
+        )
     folder = dest.parent
-    with binaries._build_lock(folder, progress):
+    with gobuild.build_lock(folder, progress):
         if dest.is_file():
             return dest
         started = time.monotonic()
         log_file = folder / "build.log"
         argv = [go, "install", f"{MODULE}@v{version}"]
         progress(f"go install {MODULE}@v{version} (once; about a minute)")
-        env = {**binaries.go_env(), "GOBIN": str(folder / ".bin")}
+        env = {**gobuild.go_env(), "GOBIN": str(folder / ".bin")}
         with log_file.open("a") as logf:
             proc = subprocess.run(
                 argv, cwd=folder, env=env, stdout=logf, stderr=subprocess.STDOUT, check=False

@@ -14,7 +14,6 @@ sharing one build cache, with version stamps so the server reports a real versio
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -22,12 +21,13 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from kfdeploy.gobuild import build_lock, go_binary, go_env
+from kfdeploy.gobuild import cache_root as cache_root
 from kfdeploy.sim.errors import SimBuildError
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,6 @@ _GO_HINT = (
 )
 
 Progress = Callable[[str], None]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("KFDEPLOY_CACHE") or Path.home() / ".cache" / "kfdeploy")
 
 
 def build_root() -> Path:
@@ -144,7 +140,7 @@ def locate(
 
 
 def _go() -> str:
-    go = shutil.which("go")
+    go = go_binary()
     if not go:
         raise SimBuildError(
             "`go` is not installed; it is needed once to build the control plane", hint=_GO_HINT
@@ -152,34 +148,7 @@ def _go() -> str:
     return go
 
 
-def go_env() -> dict[str, str]:
-    root = cache_root() / "go"
-    env = dict(os.environ)
-    env.update(
-        GOMODCACHE=str(root / "mod"),
-        GOCACHE=str(root / "build"),
-        GOFLAGS="-mod=mod",
-        # Never fetch a toolchain: only the module proxy is reachable, and a silent toolchain
-        # switch would hide a too-old Go behind a confusing download error.
-        GOTOOLCHAIN="local",
-    )
-    return env
-
-
-@contextmanager
-def _build_lock(directory: Path, progress: Progress) -> Iterator[None]:
-    """One build per directory at a time: a second `sim build` waits instead of racing."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with (directory / ".lock").open("w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress(f"waiting for another build in {directory}")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+_build_lock = build_lock
 
 
 def _run_logged(argv: list[str], cwd: Path, log_file: Path, progress: Progress, step: str) -> str:
