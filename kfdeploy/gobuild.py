@@ -10,11 +10,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from kfdeploy.files import cache_root
+
 Progress = Callable[[str], None]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("KFDEPLOY_CACHE") or Path.home() / ".cache" / "kfdeploy")
 
 
 def go_binary() -> str | None:

@@ -8,10 +8,11 @@ file passes through the redactor, which also masks token-shaped patterns it was 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from pathlib import Path
+
+from kfdeploy.files import cache_root
 
 _PATTERNS = [
     # HTTP headers and JSON/YAML fields that carry credentials
@@ -27,8 +28,7 @@ _PATTERNS = [
 
 
 def log_dir() -> Path:
-    base = os.environ.get("KFDEPLOY_CACHE") or str(Path.home() / ".cache" / "kfdeploy")
-    return Path(base) / "logs"
+    return cache_root() / "logs"
 
 
 class SecretRedactor(logging.Filter):

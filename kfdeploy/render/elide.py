@@ -41,6 +41,7 @@ from typing import Any
 import yaml
 
 from kfdeploy.errors import RenderError
+from kfdeploy.files import write_atomic
 
 log = logging.getLogger(__name__)
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -72,7 +73,7 @@ class SchemaStore:
     def put(self, block_id: str, text: str) -> None:
         path = self.root / f"{block_id}.yaml"
         if not path.is_file():
-            _atomic_write(path, text)
+            write_atomic(path, text)
 
     def text(self, block_id: str) -> str:
         try:
@@ -98,8 +99,8 @@ class SchemaStore:
         if missing:
             for block_id, text in convert(missing).items():
                 # The size first: a .json without its .size is never taken for parsed.
-                _atomic_write(self.root / f"{block_id}.size", str(python_json_size(text)))
-                _atomic_write(self.root / f"{block_id}.json", text)
+                write_atomic(self.root / f"{block_id}.size", str(python_json_size(text)))
+                write_atomic(self.root / f"{block_id}.json", text)
 
     def json_texts(self, ids: Iterable[str], convert: Any) -> dict[str, str]:
         """Each schema as compact JSON text, parsing the ones never parsed before."""
@@ -130,18 +131,6 @@ def python_json_size(text: str) -> int:
 
 # A number with a fraction or an exponent, where JSON has values: after :, [ or ,.
 _FLOAT = re.compile(r"[:\[,]-?\d+(?:\.\d+)?[eE.]")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ---- which files to elide -------------------------------------------------------------------------

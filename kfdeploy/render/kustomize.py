@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from kfdeploy.errors import RenderError, ToolError
+from kfdeploy.files import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,7 @@ def _memo_path(cmd: list[str]) -> Path | None:
     key = hashlib.sha256(
         f"{Path(cmd[0]).resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{cmd[1:]}".encode()
     ).hexdigest()[:24]
-    base = os.environ.get("KFDEPLOY_CACHE") or str(Path.home() / ".cache" / "kfdeploy")
-    return Path(base) / "tool-versions" / key
+    return cache_root() / "tool-versions" / key
 
 
 def _ask_version(cmd: list[str], pattern: str) -> str | None:

@@ -20,10 +20,11 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from kfdeploy.files import cache_root, write_atomic
 
 MEMO_VERSION = "1"
 # Variables that change what a render reads or produces.
@@ -35,10 +36,6 @@ _ENV_VARS = (
     "PATH",
 )
 PACKAGE = Path(__file__).resolve().parents[1]
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("KFDEPLOY_CACHE") or Path.home() / ".cache" / "kfdeploy")
 
 
 def memo_key(env_arg: str, manifests: str | None) -> str:
@@ -80,20 +77,15 @@ def record(key: str, depends_on: list[Path], summary: dict[str, Any], cache_path
         "summary": summary,
         "cache_path": str(cache_path),
     }
-    path = _cache_root() / "render" / "memo" / f"{key}.json"
     with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(entry, f)
-        Path(tmp).replace(path)
+        write_atomic(cache_root() / "render" / "memo" / f"{key}.json", json.dumps(entry))
 
 
 def lookup(key: str) -> dict[str, Any] | None:
     """The memo, if nothing it depends on has changed and its render is still cached."""
     try:
         entry: dict[str, Any] = json.loads(
-            (_cache_root() / "render" / "memo" / f"{key}.json").read_text(encoding="utf-8")
+            (cache_root() / "render" / "memo" / f"{key}.json").read_text(encoding="utf-8")
         )
     except (OSError, ValueError):
         return None

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kfdeploy.errors import ConfigError, ManifestsError, ToolError
+from kfdeploy.files import cache_root
 
 # Files that do not change what kustomize builds; kept out of the digest so that a git checkout
 # (with .git/) and an unpacked archive of the same content verify alike.
@@ -88,7 +89,7 @@ def default_pins_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("KFDEPLOY_CACHE") or Path.home() / ".cache" / "kfdeploy")
+    return cache_root()
 
 
 def load_pin(release: str, pins_dir: Path | None = None) -> Pin:

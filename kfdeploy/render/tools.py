@@ -10,13 +10,13 @@ cold render. kfdeploy uses it when it finds one of kubectl's kustomize version: 
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from kfdeploy.errors import ToolError
+from kfdeploy.files import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
 
 
 def tools_dir() -> Path:
-    return Path(os.environ.get("KFDEPLOY_CACHE") or Path.home() / ".cache" / "kfdeploy") / "tools"
+    return cache_root() / "tools"
 
 
 def kustomize_path(version: str) -> Path:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from kfdeploy.files import cache_root as cache_root
 from kfdeploy.gobuild import build_lock, go_binary, go_env
-from kfdeploy.gobuild import cache_root as cache_root
 from kfdeploy.sim.errors import SimBuildError
 
 log = logging.getLogger(__name__)

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from kfdeploy.errors import WaitTimeout
+from kfdeploy.files import write_atomic
 from kfdeploy.sim import binaries, netns
 from kfdeploy.sim.errors import SimNotRunning, SimStartError
 from kfdeploy.sim.kube import KubeApiError, KubeClient
@@ -490,11 +491,7 @@ class LocalCluster:
             "current-context": self.name,
             "preferences": {},
         }
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            yaml.safe_dump(config, fh, sort_keys=False)
-        tmp.replace(path)
+        write_atomic(path, yaml.safe_dump(config, sort_keys=False), private=True)
 
     @property
     def _egress_socket(self) -> Path:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kfdeploy.errors import KfdeployError
+from kfdeploy.files import write_atomic
 
 _CA_DAYS = 3650
 _LEAF_DAYS = 3650
@@ -38,12 +38,7 @@ class KeyPair:
 
 def _write_private(path: Path, data: bytes) -> None:
     """Write `data` readable by the owner only, even for the instant the file exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    tmp.replace(path)
+    write_atomic(path, data, private=True)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:

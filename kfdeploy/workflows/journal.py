@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kfdeploy.files import write_atomic
+
 
 def state_dir() -> Path:
     return Path(os.environ.get("KFDEPLOY_STATE") or Path.home() / ".local" / "state" / "kfdeploy")
@@ -85,11 +87,9 @@ class Journal:
 
     def _save(self) -> None:
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
             data = {
                 "environment": self.env_name,
                 "stages": {k: vars(v) for k, v in self.stages.items()},
             }
-            tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-            tmp.replace(self.path)  # atomic: a kill mid-write leaves the previous journal
+            # atomic: a kill mid-write leaves the previous journal
+            write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True))

@@ -8,7 +8,6 @@ this process except into the kubeconfig file, which is written with mode 0600 fr
 from __future__ import annotations
 
 import base64
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from kfdeploy.files import write_atomic
 from kfdeploy.logs import SecretRedactor
 
 
@@ -71,12 +71,4 @@ def kubeconfig_document(
 
 def write_private_yaml(path: Path, document: dict[str, Any]) -> Path:
     """Write YAML readable by the owner only, never briefly world-readable."""
-    path = path.expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(document, fh, sort_keys=False)
-    tmp.chmod(0o600)
-    tmp.replace(path)
-    return path
+    return write_atomic(path.expanduser(), yaml.safe_dump(document, sort_keys=False), private=True)

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from kfdeploy.files import write_atomic
 from kfdeploy.sim.magnum.config import (
     DEFAULT_PROJECT,
     LOCAL_CLOUD,
@@ -175,12 +176,7 @@ class Emulator:
         }
 
     def write_clouds_yaml(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(yaml.safe_dump(self.clouds(), sort_keys=False))
-        tmp.chmod(0o600)
-        tmp.replace(path)
-        return path
+        return write_atomic(path, yaml.safe_dump(self.clouds(), sort_keys=False), private=True)
 
     # -- tokens ---------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from kfdeploy.files import write_atomic
 from kfdeploy.sim.magnum.backend import Backend, FakeBackend, LocalBackend, node_names, sim_nodes
 from kfdeploy.sim.magnum.config import EmulatorConfig, FaultState
 
@@ -65,9 +66,7 @@ class MagnumState:
     def save(self) -> None:
         with self.lock:
             data = json.dumps({"templates": self.templates, "clusters": self.clusters}, indent=1)
-        tmp = self._file.with_suffix(".tmp")
-        tmp.write_text(data)
-        tmp.replace(self._file)
+        write_atomic(self._file, data)
 
     def load(self) -> None:
         """Reload after a restart. Operations that were running died with the old process, so
