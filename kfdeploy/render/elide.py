@@ -19,7 +19,7 @@ Safe by construction, and checked where it cannot be:
   aliases, no tabs or CR line ends. Anything else stays as it is.
 - A kustomization that reaches into a schema (a JSON patch on .../openAPIV3Schema/..., a strategic
   merge into it, a replacement) either fails on the marker or leaves other keys beside it;
-  `check` finds the second, and the engine then builds that component from the untouched
+  `markers` finds the second, and the engine then builds that component from the untouched
   release. Replacing or deleting a whole schema works the same either way.
 """
 
@@ -136,16 +136,14 @@ _FLOAT = re.compile(r"[:\[,]-?\d+(?:\.\d+)?[eE.]")
 # ---- which files to elide -------------------------------------------------------------------------
 
 
-def elidable_files(release_root: Path, roots: Iterable[str]) -> set[Path]:
-    """Files loaded as resources by the kustomizations reachable from roots (folders relative to
-    the release), minus any file also loaded another way (a patch, `crds:`, a plugin's config)
-    and minus everything below a kustomization that says anything about schemas (a JSON patch
-    into one, a replacement, a fieldSpec): only resources nobody looks into are elided."""
-    return Reach(release_root).elidable({"": list(roots)})[0]
-
-
 class Reach:
-    """Walks kustomizations the way kustomize loads them, as far as which files they read."""
+    """Walks kustomizations the way kustomize loads them, as far as which files they read.
+
+    `elidable` gives the files loaded as resources by the kustomizations reachable from the
+    roots (folders relative to the release), minus any file also loaded another way (a patch,
+    `crds:`, a plugin's config) and minus everything below a kustomization that says anything
+    about schemas (a JSON patch into one, a replacement, a fieldSpec): only resources nobody
+    looks into are elided."""
 
     def __init__(self, release_root: Path) -> None:
         self.root = release_root.resolve()

@@ -33,7 +33,7 @@ import yaml
 
 from kfdeploy.config.model import Environment
 from kfdeploy.errors import ConfigError, RenderError
-from kfdeploy.render import elide, kustomize, overlays
+from kfdeploy.render import elide, kustomize, memo, overlays
 from kfdeploy.render.kustomize import COMPONENT_LABEL, Kustomize
 from kfdeploy.render.objects import RenderedObject
 from kfdeploy.render.release import Release, cache_dir, default_pins_dir, load_pin, locate_release
@@ -146,8 +146,8 @@ def render(
     jobs = jobs or max(2, os.cpu_count() or 2)
 
     convert = _schema_converter(kz, jobs=1)
-    # Schemas are parsed (for their size) by one process beside the builds, from the moment a
-    # build names them, rather than all after the last build.
+    # Schemas are parsed (for their size) beside the builds, from the moment a build names
+    # them, rather than all after the last build; output conversions run here too.
     parser = ThreadPoolExecutor(max_workers=jobs)
     requested: set[str] = set()
     waiting: set[str] = set()
@@ -349,11 +349,6 @@ def _chunks(ids: set[str], store: elide.SchemaStore, size: int) -> list[set[str]
     return [p for p in parts if p]
 
 
-def _balanced(components: list[str], streams: dict[str, bytes], parts: int) -> list[list[str]]:
-    """Split components into `parts` groups of similar byte size, keeping component order."""
-    return _balanced_by(components, {c: len(streams[c]) for c in components}, parts)
-
-
 def _balanced_by(names: list[str], sizes: dict[str, int], parts: int) -> list[list[str]]:
     total = sum(sizes[n] for n in names) or 1
     groups: list[list[str]] = [[]]
@@ -502,16 +497,11 @@ def _cache_key(
 
 
 def _release_fingerprint(release: Release) -> str:
-    """The pin's digest for verified trees; for a local folder, every file's path, size and mtime."""
+    """The pin's digest for verified trees; for a local folder, every file's path, size and mtime
+    (the same digest a render's memo keeps, kfdeploy.render.memo)."""
     if release.origin != "local":
         return release.pin.digest
-    h = hashlib.sha256(str(release.root.resolve()).encode())
-    for dirpath, dirnames, filenames in os.walk(release.root):
-        dirnames.sort()
-        for f in sorted(filenames):
-            st = (Path(dirpath) / f).stat()
-            h.update(f"{dirpath}/{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+    return memo.stat_digest(release.root.resolve())
 
 
 def _write_cache(

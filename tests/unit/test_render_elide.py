@@ -256,13 +256,15 @@ def test_only_plain_resources_are_elidable(tmp_path: Path) -> None:
             }
         )
     )
-    assert elide.elidable_files(rel, ["app/overlay", "other"]) == {
-        (rel / "app/base/crd.yaml").resolve()
-    }
-    # a patch file carrying a schema marks what lies below its kustomization
-    assert elide.elidable_files(rel, ["app/overlay", "patcher"]) == set()
 
-    files = elide.elidable_files(rel, ["app/overlay", "other"])
+    def elidable(*roots: str) -> set[Path]:
+        return elide.Reach(rel).elidable({"all": list(roots)})[0]
+
+    assert elidable("app/overlay", "other") == {(rel / "app/base/crd.yaml").resolve()}
+    # a patch file carrying a schema marks what lies below its kustomization
+    assert elidable("app/overlay", "patcher") == set()
+
+    files = elidable("app/overlay", "other")
     store = elide.SchemaStore(tmp_path / "store")
     copy = elide.prepare(rel, tmp_path / "elided", store, files)
     assert elide.MARKER in (copy / "app/base/crd.yaml").read_text()
