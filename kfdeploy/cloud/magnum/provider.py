@@ -8,6 +8,7 @@ re-issued (a bounded number of times) when the cloud settled without it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,9 +328,29 @@ class MagnumProvider:
         self._resize(uuid, name, count, progress)
 
     def _resize(self, uuid: str, name: str, count: int, progress: Progress) -> None:
+        self._until_it_takes(
+            uuid,
+            name,
+            lambda: self.client.resize(uuid, name, count),
+            lambda ng: ng.get("node_count") == count and not _busy(ng.get("status")),
+            f"resize to {count}",
+            progress,
+        )
+
+    def _until_it_takes(
+        self,
+        uuid: str,
+        name: str,
+        issue: Callable[[], object],
+        took: Callable[[dict[str, Any]], bool],
+        what: str,
+        progress: Progress,
+    ) -> None:
+        """Issue a nodegroup change and wait until the nodegroup shows it; Magnum sometimes
+        accepts a change (202) and then does not apply it, so it is re-issued a few times."""
         for _ in range(self.waits.reissue):
             self._wait_idle(uuid, progress)
-            self.client.resize(uuid, name, count)
+            issue()
             ng = self._wait_nodegroup(
                 uuid,
                 name,
@@ -338,13 +359,12 @@ class MagnumProvider:
                 check=lambda ng: not _busy(ng.get("status")),
                 after_change=True,
             )
-            if ng.get("node_count") == count and not _busy(ng.get("status")):
+            if took(ng):
                 self._wait_idle(uuid, progress)
                 return
-            progress(f"nodegroup {name}: resize to {count} did not take; re-issuing")
+            progress(f"nodegroup {name}: {what} did not take; re-issuing")
         raise CloudError(
-            f"nodegroup {name}: resize to {count} did not take effect "
-            f"after {self.waits.reissue} attempts"
+            f"nodegroup {name}: {what} did not take effect after {self.waits.reissue} attempts"
         )
 
     def _do_update_nodegroup_bounds(
@@ -355,22 +375,14 @@ class MagnumProvider:
         low = int(change.params["min_node_count"])
         high = change.params.get("max_node_count")
         high = None if high is None else int(high)
-        for _ in range(self.waits.reissue):
-            self._wait_idle(uuid, progress)
-            self.client.update_nodegroup_bounds(uuid, name, low, high)
-            ng = self._wait_nodegroup(
-                uuid,
-                name,
-                self.waits.resize_timeout,
-                progress,
-                check=lambda ng: not _busy(ng.get("status")),
-                after_change=True,
-            )
-            if (ng.get("min_node_count"), ng.get("max_node_count")) == (low, high):
-                self._wait_idle(uuid, progress)
-                return
-            progress(f"nodegroup {name}: bounds update did not take; re-issuing")
-        raise CloudError(f"nodegroup {name}: bounds update did not take effect")
+        self._until_it_takes(
+            uuid,
+            name,
+            lambda: self.client.update_nodegroup_bounds(uuid, name, low, high),
+            lambda ng: (ng.get("min_node_count"), ng.get("max_node_count")) == (low, high),
+            "bounds update",
+            progress,
+        )
 
     def _do_delete_nodegroup(self, change: Change, created: _Created, progress: Progress) -> None:
         uuid = self._cluster_uuid(created)
