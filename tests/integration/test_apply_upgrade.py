@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from apply_support import assert_converged, fresh_cluster_fixture, platform
+from crd_support import open_crd
 
 from kfdeploy.cluster.client import Kube, connect
 from kfdeploy.cluster.inventory import ApplySet
@@ -48,31 +49,7 @@ def legacy_extras() -> list[RenderedObject]:
                 },
             }
         ),
-        o(
-            {
-                "apiVersion": "apiextensions.k8s.io/v1",
-                "kind": "CustomResourceDefinition",
-                "metadata": {"name": "widgets.example.com"},
-                "spec": {
-                    "group": "example.com",
-                    "scope": "Namespaced",
-                    "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
-                    "versions": [
-                        {
-                            "name": "v1",
-                            "served": True,
-                            "storage": True,
-                            "schema": {
-                                "openAPIV3Schema": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                }
-                            },
-                        }
-                    ],
-                },
-            }
-        ),
+        o(open_crd("example.com", "widgets", "Widget")),
         o(
             {
                 "apiVersion": "v1",

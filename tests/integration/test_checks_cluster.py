@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from crd_support import open_crd
 from kubernetes import client as k8s
 from typer.testing import CliRunner
 
@@ -193,29 +194,7 @@ def test_gpu_not_applicable_without_gpu_nodegroups(kubeconfig: Path) -> None:
 @pytest.fixture
 def crd(api: k8s.ApiClient) -> Iterator[dict[str, Any]]:
     group = f"t{uuid.uuid4().hex[:8]}.smoke.kfdeploy.dev"
-    obj = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"widgets.{group}"},
-        "spec": {
-            "group": group,
-            "scope": "Namespaced",
-            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    obj = open_crd(group, "widgets", "Widget")
     k8s.ApiextensionsV1Api(api).create_custom_resource_definition(obj)
     yield obj
     k8s.ApiextensionsV1Api(api).delete_custom_resource_definition(obj["metadata"]["name"])
@@ -333,29 +312,7 @@ def test_profile_reconciles_not_applicable_on_simulated(kubeconfig: Path) -> Non
     assert "profile controller does not really run on a simulated cluster" in result.reason
 
 
-PROFILE_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "profiles.kubeflow.org"},
-    "spec": {
-        "group": "kubeflow.org",
-        "scope": "Cluster",
-        "names": {"plural": "profiles", "singular": "profile", "kind": "Profile"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-            }
-        ],
-    },
-}
+PROFILE_CRD = open_crd("kubeflow.org", "profiles", "Profile", scope="Cluster")
 
 
 def _fake_profile_controller(api: k8s.ApiClient, stop: threading.Event) -> None:

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+from crd_support import open_crd
 from kubernetes import client as k8s
 
 from kfdeploy.sim.cluster import LocalCluster
@@ -74,29 +75,7 @@ def test_crd_becomes_established(api: k8s.ApiClient) -> None:
     ext = k8s.ApiextensionsV1Api(api)
     name = f"widgets{int(time.time() * 1000) % 100000}.sim.kfdeploy.dev"
     plural = name.split(".")[0]
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": name},
-        "spec": {
-            "group": "sim.kfdeploy.dev",
-            "scope": "Namespaced",
-            "names": {"plural": plural, "singular": plural[:-1], "kind": plural.capitalize()[:-1]},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    crd = open_crd("sim.kfdeploy.dev", plural, plural.capitalize()[:-1])
     ext.create_custom_resource_definition(crd)
     try:
         wait_for(
